@@ -1,0 +1,78 @@
+"""The data contract every dataset in ssseg follows.
+
+Images are float32 tensors in [0, 1] with shape ``[3, H, W]`` (the model normalises them, so
+photometric augmentation and CutMix work on the same scale for every dataset). Masks are int64
+``[H, W]`` class indices with ``ignore_index`` (255) for pixels without a label.
+
+Samples, as yielded by the three datasets of a :class:`DataBundle`:
+
+- labeled:   ``{"image": [3,h,w], "mask": [h,w]}`` after the weak pipeline (fixed crop size);
+- unlabeled: ``{"image": [3,h,w], "valid": [h,w] bool}``; padding added by the weak pipeline is
+  not valid and never enters an unsupervised loss;
+- val:       ``{"image": [3,H,W], "mask": [H,W], "name": str}`` at the original size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+
+
+@attrs.frozen
+class DataBundle:
+    """The datasets and class metadata a recipe's ``data`` section resolves to."""
+
+    labeled: Dataset
+    unlabeled: Dataset | None
+    val: Dataset
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int = IGNORE_INDEX
+
+
+DatasetBuilder = Callable[..., DataBundle]
+_BUILDERS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Register ``builder(cfg: DataConfig) -> DataBundle`` under ``name`` (recipe ``data.dataset``)."""
+
+    def deco(builder: DatasetBuilder) -> DatasetBuilder:
+        _BUILDERS[name] = builder
+        return builder
+
+    return deco
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by ``data.dataset``."""
+    _import_builtin()
+    return sorted(_BUILDERS)
+
+
+def build_data(cfg) -> DataBundle:
+    """Build the :class:`DataBundle` named by ``cfg.dataset``."""
+    _import_builtin()
+    try:
+        builder = _BUILDERS[cfg.dataset]
+    except KeyError:
+        raise ValueError(
+            f"data.dataset: unknown dataset {cfg.dataset!r}; valid: {', '.join(sorted(_BUILDERS))}"
+        ) from None
+    return builder(cfg)
+
+
+def _import_builtin() -> None:
+    from importlib import import_module
+
+    for mod in ("embedded", "voc", "cityscapes", "folder"):
+        try:
+            import_module(f"ssseg.data.{mod}")
+        except ModuleNotFoundError as err:  # a builtin module not written yet
+            if err.name != f"ssseg.data.{mod}":
+                raise

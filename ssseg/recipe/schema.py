@@ -1,0 +1,114 @@
+"""The recipe schema: what a recipe YAML may contain, with defaults and valid ranges.
+
+Every section is a frozen attrs class; :func:`ssseg.recipe.load_recipe` builds a :class:`Recipe`
+from YAML and reports unknown keys, wrong types and out-of-range values with the file and key path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from ssseg.recipe.validators import in_range, ordered_pair, positive
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@attrs.frozen
+class ModelConfig:
+    """``model:`` a segmentation-models-pytorch architecture.
+
+    ``encoder_weights`` is null (random init) or the path of a local state-dict file for the
+    encoder; nothing is downloaded. ``classes`` defaults to the dataset's class count.
+    ``options`` are passed to the smp constructor (for example ``encoder_output_stride: 16``).
+    """
+
+    arch: str = "DeepLabV3Plus"
+    encoder: str = "resnet50"
+    encoder_weights: str | None = None
+    classes: int | None = attrs.field(default=None, validator=positive)
+    aux_head: bool = False
+    mean: tuple[float, float, float] = _IMAGENET_MEAN
+    std: tuple[float, float, float] = _IMAGENET_STD
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class DataConfig:
+    """``data:`` which dataset, which split, and the weak (geometric) pipeline.
+
+    ``split`` is dataset specific (VOC "92" or "1_16", Cityscapes "1_8", embedded: the number of
+    labeled images). ``batch_*`` are per process. ``options`` holds dataset-specific settings.
+    """
+
+    dataset: str = "embedded"
+    root: str | None = None
+    split: str = "all"
+    crop: int = attrs.field(default=64, validator=positive)
+    scale: tuple[float, float] = attrs.field(default=(0.5, 2.0), validator=ordered_pair)
+    flip: bool = True
+    batch_labeled: int = attrs.field(default=8, validator=positive)
+    batch_unlabeled: int = attrs.field(default=8, validator=in_range(0))
+    workers: int = attrs.field(default=0, validator=in_range(0))
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class OptimConfig:
+    """``optim:`` optimiser and schedule. The decoder/head gets ``lr * head_lr_mult``."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = attrs.field(default=0.001, validator=in_range(0, lo_open=True))
+    head_lr_mult: float = attrs.field(default=10.0, validator=in_range(0, lo_open=True))
+    momentum: float = attrs.field(default=0.9, validator=in_range(0, 1))
+    weight_decay: float = attrs.field(default=1e-4, validator=in_range(0))
+    schedule: Literal["poly", "constant"] = "poly"
+    power: float = attrs.field(default=0.9, validator=in_range(0))
+    iters: int = attrs.field(default=1000, validator=positive)
+    clip_grad: float | None = attrs.field(default=None, validator=positive)
+
+
+@attrs.frozen
+class UnsupConfig:
+    """``unsup:`` the unsupervised loss coefficient λ_u (a plugin may override it per step)."""
+
+    weight: float = attrs.field(default=1.0, validator=in_range(0))
+
+
+@attrs.frozen
+class EvalConfig:
+    """``eval:`` when and how to evaluate. ``sliding`` uses ``window`` and ``stride``
+    (stride defaults to 2/3 of the window); ``whole`` pads to the stride and crops back."""
+
+    every: int = attrs.field(default=500, validator=positive)
+    mode: Literal["whole", "sliding"] = "whole"
+    window: int | None = attrs.field(default=None, validator=positive)
+    stride: int | None = attrs.field(default=None, validator=positive)
+    max_images: int | None = attrs.field(default=None, validator=positive)
+
+
+@attrs.frozen
+class RunConfig:
+    """``run:`` logging and checkpoint cadence and the CPU thread count."""
+
+    log_every: int = attrs.field(default=10, validator=positive)
+    checkpoint_every: int = attrs.field(default=500, validator=positive)
+    threads: int | None = attrs.field(default=None, validator=positive)
+    device: str = "auto"
+
+
+@attrs.frozen
+class Recipe:
+    """A whole recipe. ``plugins`` maps a key to its params; the key is a plugin name, or any
+    name with ``use: "module:Class"`` among the params for a local plugin."""
+
+    seed: int = 0
+    model: ModelConfig = attrs.field(factory=ModelConfig)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    optim: OptimConfig = attrs.field(factory=OptimConfig)
+    unsup: UnsupConfig = attrs.field(factory=UnsupConfig)
+    plugins: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
+    run: RunConfig = attrs.field(factory=RunConfig)

@@ -1,0 +1,46 @@
+"""attrs validators whose errors name the field and the valid range (used by recipe and plugin configs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _fail(attribute: Any, message: str) -> None:
+    err = ValueError(message)
+    err.ssseg_field = attribute.name  # read by structure() to build the key path
+    raise err
+
+
+def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+             hi_open: bool = False):
+    """Validator: ``lo <= value <= hi`` (open ends with ``lo_open``/``hi_open``); None passes."""
+
+    def check(_inst: Any, attribute: Any, value: Any) -> None:
+        if value is None:
+            return
+        bad = isinstance(value, float) and math.isnan(value)
+        if lo is not None:
+            bad |= value <= lo if lo_open else value < lo
+        if hi is not None:
+            bad |= value >= hi if hi_open else value > hi
+        if bad:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            lo_s = "-inf" if lo is None else f"{lo:g}"
+            hi_s = "inf" if hi is None else f"{hi:g}"
+            _fail(attribute, f"{value!r} is out of range; valid: {left}{lo_s}, {hi_s}{right}")
+
+    return check
+
+
+def positive(_inst: Any, attribute: Any, value: Any) -> None:
+    """Validator: value > 0 (None passes)."""
+    if value is not None and not value > 0:
+        _fail(attribute, f"{value!r} must be > 0")
+
+
+def ordered_pair(_inst: Any, attribute: Any, value: Any) -> None:
+    """Validator: a (low, high) pair with 0 < low <= high."""
+    if value is not None and not 0 < value[0] <= value[1]:
+        _fail(attribute, f"{list(value)!r} must be [low, high] with 0 < low <= high")
