@@ -72,9 +72,11 @@ class OptimConfig:
 
 @attrs.frozen
 class UnsupConfig:
-    """``unsup:`` the unsupervised loss coefficient λ_u (a plugin may override it per step)."""
+    """``unsup:`` total = supervised_weight·L_x + weight·L_u (+ extra terms); ``weight`` is λ_u,
+    which a plugin's ``unsup_weight`` may override per step (FixMatch: both 0.5)."""
 
     weight: float = attrs.field(default=1.0, validator=in_range(0))
+    supervised_weight: float = attrs.field(default=1.0, validator=in_range(0))
 
 
 @attrs.frozen

@@ -13,8 +13,10 @@ from typing import Any, Literal, Union
 
 import attrs
 
+from ssseg.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A user error in a recipe or plugin config; ``str()`` names the source and key path."""
 
     def __init__(self, path: str, message: str, source: str | None = None):

@@ -1,0 +1,34 @@
+"""Supervised only: the labeled data and the supervised loss, no unlabeled views.
+
+For a fair comparison with a semi-supervised recipe, give it the same total batch
+(``data.batch_labeled`` = labeled + unlabeled batch of the other recipe) and report its iterations.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ssseg.api import Plugin, Run, StepContext, UserError, View, hookimpl
+
+
+class Supervised(Plugin):
+    """Trains on labeled data only."""
+
+    name = "supervised"
+
+    @attrs.frozen
+    class Config:
+        """No parameters."""
+
+    @hookimpl
+    def setup(self, run: Run) -> None:
+        """Refuse a recipe that would load unlabeled batches it never uses."""
+        if run.recipe.data.batch_unlabeled:
+            raise UserError("plugins.supervised: trains on labeled data only; set "
+                            "data.batch_unlabeled: 0 (and, to compare fairly, data.batch_labeled to "
+                            "the semi-supervised recipe's labeled + unlabeled batch)")
+
+    @hookimpl
+    def plan_views(self, ctx: StepContext, hardness) -> list[View]:
+        """No unlabeled views."""
+        return []

@@ -1,0 +1,5 @@
+import sys
+
+from ssseg.cli import main
+
+sys.exit(main())

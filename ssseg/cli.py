@@ -1,0 +1,162 @@
+"""The ``ssseg`` command line. User errors print one message and exit 2, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ssseg.errors import UserError
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="recipe YAML file")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. -o optim.iters=50 (repeatable)")
+
+
+def _load(args):
+    from ssseg.recipe.load import load_recipe
+
+    return load_recipe(args.recipe, args.override)
+
+
+def _progress(it: int, total: int, logs: dict, eta_s: float) -> None:
+    end = "\r" if sys.stderr.isatty() and it < total else "\n"
+    loss = " ".join(f"{k}={v:.3f}" for k, v in logs.items() if k.startswith("loss"))
+    print(f"[{it}/{total}] {loss} lr={logs['lr']:.2e} eta {eta_s / 60:.1f} min", end=end,
+          file=sys.stderr, flush=True)
+
+
+def _summary(metrics: dict) -> str:
+    models = sorted({k.split("/")[0] for k in metrics if k.endswith("/miou")})
+    parts = [f"{m} {100 * metrics[f'{m}/miou']:.1f}" for m in models]
+    absent = metrics.get(f"{models[0]}/absent_classes") if models else None
+    note = f" (absent from val and predictions, excluded: {', '.join(absent)})" if absent else ""
+    return f"val mIoU at iteration {metrics['iteration']}: {', '.join(parts)}{note}"
+
+
+def cmd_train(args) -> int:
+    """Train a recipe; writes recipe.yaml, metrics.jsonl and last.pt into the output folder."""
+    from ssseg.engine import checkpoint
+    from ssseg.engine.run import build_run
+    from ssseg.engine.trainer import Trainer
+    from ssseg.recipe.load import dump_recipe
+
+    recipe = _load(args)
+    out = args.out or Path("runs") / args.recipe.stem
+    ckpt = out / checkpoint.LAST
+    if ckpt.exists() and not args.resume:
+        raise UserError(f"{out} already holds a run ({ckpt}); continue it with --resume or "
+                        "choose another --out")
+    if args.resume and not ckpt.exists():
+        raise UserError(f"--resume: no checkpoint at {ckpt}")
+    out.mkdir(parents=True, exist_ok=True)
+    run = build_run(recipe, out)
+    trainer = Trainer(run, progress=_progress)
+    if args.resume:
+        checkpoint.restore(trainer, ckpt)
+        print(f"resumed from {ckpt} at iteration {run.iteration}", file=sys.stderr)
+    (out / "recipe.yaml").write_text(dump_recipe(recipe))
+    try:
+        metrics = trainer.train(checkpoint=lambda r: checkpoint.save(trainer, ckpt))
+    except KeyboardInterrupt:
+        checkpoint.save(trainer, ckpt)
+        print(f"\ninterrupted at iteration {run.iteration}; checkpoint saved to {ckpt}; "
+              f"continue with: ssseg train {args.recipe} --out {out} --resume", file=sys.stderr)
+        return 130
+    print(_summary(metrics))
+    print(f"results in {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """Evaluate a checkpoint with the recipe's evaluation settings."""
+    from ssseg.engine import checkpoint
+    from ssseg.engine.run import build_run
+    from ssseg.engine.trainer import Trainer
+
+    run = build_run(_load(args))
+    checkpoint.load_weights(run, args.checkpoint)
+    run.iteration = checkpoint.read(args.checkpoint)["iteration"]
+    metrics = Trainer(run).evaluate()
+    print(_summary(metrics))
+    for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/iou")}):
+        ious = metrics[f"{model}/iou"]
+        print(f"{model}: " + ", ".join(f"{n} {'-' if v is None else f'{100 * v:.1f}'}"
+                                      for n, v in ious.items()))
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    """List discovered plugins, their distribution and the hooks they answer."""
+    from ssseg.hookspecs import KINDS
+    from ssseg.plugin_manager import discover
+
+    for name, source in sorted(discover().items()):
+        try:
+            cls = source.load()
+            hooks = [h for h in KINDS if callable(getattr(cls, h, None))
+                     and hasattr(getattr(cls, h), "ssseg_impl")]
+            print(f"{name:24s} {source.distribution:18s} {', '.join(hooks)}")
+        except Exception as err:  # noqa: BLE001 - a broken third-party plugin must not hide the rest
+            print(f"{name:24s} {source.distribution:18s} cannot be imported: {err}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    """Print, for each hook in call order, which plugin answers it, then the resolved recipe."""
+    from ssseg.engine.run import build_plugins
+    from ssseg.plugin_manager import hook_table, register_plugins
+    from ssseg.recipe.load import dump_recipe
+
+    recipe = _load(args)
+    pm = register_plugins(build_plugins(recipe).values())
+    print(f"{'hook':24s} {'kind':13s} answered by")
+    for hook, kind, names in hook_table(pm):
+        print(f"{hook:24s} {kind:13s} {', '.join(names) or '(core default)'}")
+    print("\n# resolved recipe\n" + dump_recipe(recipe))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ssseg`` command."""
+    parser = argparse.ArgumentParser(prog="ssseg", description="Semi-supervised semantic segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a recipe")
+    _recipe_args(p)
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the folder's last.pt")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    _recipe_args(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("plugins", help="list installed plugins")
+    p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("explain", help="which plugin answers each hook of a recipe")
+    _recipe_args(p)
+    p.set_defaults(func=cmd_explain)
+    try:
+        from ssseg.data.cli import register as register_data
+    except ModuleNotFoundError:
+        pass
+    else:
+        register_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ssseg`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"ssseg: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Split lists: reading and writing them, the shipped standard splits, and a split generator.
+
+A split list (the UniMatch format) holds one ``<image path> <mask path>`` per line, both relative
+to the dataset root and separated by one space; blank lines are ignored and the last line may lack
+its newline. An unlabeled list may give the image path alone.
+
+A split directory holds::
+
+    pool.txt               every training pair (the pool the splits are drawn from)
+    val.txt                the validation pairs
+    <split>/labeled.txt    the labeled pairs of one split
+    <split>/unlabeled.txt  optional: without it, unlabeled = pool - labeled
+
+The standard VOC and Cityscapes splits ship in this compact form (``ssseg/data/splits``): in every
+one of them the unlabeled list is exactly the pool minus the labeled list, so only the labeled
+lists are stored. The split ``all`` labels the whole pool (no unlabeled set).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import attrs
+import numpy as np
+
+from ssseg.errors import UserError
+
+SHIPPED_DIR = Path(__file__).parent / "splits"
+POOL_FILE, VAL_FILE, LABELED_FILE, UNLABELED_FILE = "pool.txt", "val.txt", "labeled.txt", "unlabeled.txt"
+ALL = "all"
+
+
+class Pair(NamedTuple):
+    """One list entry: image and mask paths relative to the root, and ``where`` = ``file:line``."""
+
+    image: str
+    mask: str | None
+    where: str
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """The entry without its location, for comparing lists."""
+        return self.image, self.mask
+
+
+@attrs.frozen
+class SplitLists:
+    """The pairs of one split: labeled, unlabeled (None for ``all``) and val."""
+
+    labeled: list[Pair]
+    unlabeled: list[Pair] | None
+    val: list[Pair]
+
+
+def parse_list(text: str, source: str) -> list[Pair]:
+    """Parse split-list text; a line with no or more than two fields raises :class:`UserError`
+    naming ``source`` and the line."""
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise UserError(f"{source}:{number}: expected '<image path> <mask path>' "
+                            f"(paths without spaces), got {len(fields)} fields: {line.strip()!r}")
+        pairs.append(Pair(fields[0], fields[1] if len(fields) == 2 else None, f"{source}:{number}"))
+    return pairs
+
+
+def read_list(path: str | Path, *, masks: bool = True) -> list[Pair]:
+    """Read a split list; with ``masks`` every line must name a mask too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read split list ({err.strerror or err})") from None
+    pairs = parse_list(text, str(path))
+    if masks:
+        for pair in pairs:
+            if pair.mask is None:
+                raise UserError(f"{pair.where}: expected '<image path> <mask path>', "
+                                f"got the image path alone")
+    return pairs
+
+
+def write_list(path: str | Path, pairs: Sequence[Pair]) -> None:
+    """Write pairs as a split list (one ``image mask`` per line, newline-terminated)."""
+    lines = [p.image if p.mask is None else f"{p.image} {p.mask}" for p in pairs]
+    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def subtract(pool: Sequence[Pair], labeled: Sequence[Pair]) -> list[Pair]:
+    """The pool entries not in ``labeled``, in pool order."""
+    taken = {p.key for p in labeled}
+    return [p for p in pool if p.key not in taken]
+
+
+def split_names(split_dir: str | Path) -> list[str]:
+    """The split names a directory offers: subdirectories with a labeled list, and ``all`` if
+    it has a pool."""
+    split_dir = Path(split_dir)
+    names = sorted(d.name for d in split_dir.iterdir() if (d / LABELED_FILE).is_file()) \
+        if split_dir.is_dir() else []
+    return names + [ALL] if (split_dir / POOL_FILE).is_file() else names
+
+
+def load_split(split_dir: str | Path, split: str) -> SplitLists:
+    """The labeled, unlabeled and val pairs of ``split`` in ``split_dir`` (see the module doc)."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise UserError(f"data.options.split_dir: {split_dir} is not a directory")
+    valid = split_names(split_dir)
+    if split not in valid:
+        raise UserError(f"data.split: unknown split {split!r} in {split_dir}; "
+                        f"valid: {', '.join(valid) or '(none: no <split>/labeled.txt there)'}")
+    val = read_list(split_dir / VAL_FILE)
+    if split == ALL:
+        return SplitLists(labeled=read_list(split_dir / POOL_FILE), unlabeled=None, val=val)
+    labeled = read_list(split_dir / split / LABELED_FILE)
+    unlabeled_file = split_dir / split / UNLABELED_FILE
+    if unlabeled_file.is_file():
+        unlabeled = read_list(unlabeled_file, masks=False)
+    else:
+        unlabeled = subtract(read_list(split_dir / POOL_FILE), labeled)
+    return SplitLists(labeled=labeled, unlabeled=unlabeled or None, val=val)
+
+
+def parse_amount(text: str) -> int | float:
+    """``"662"`` -> 662 images; ``"0.125"`` or ``"1/8"`` -> the fraction 0.125."""
+    try:
+        if "/" in text:
+            num, den = text.split("/")
+            return int(num) / int(den)
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"--labeled: {text!r} is neither a count (662) nor a fraction "
+                        "(0.125 or 1/8)") from None
+
+
+def labeled_count(amount: int | float, total: int) -> int:
+    """The number of labeled images ``amount`` (a count, or a fraction in (0, 1)) asks for."""
+    if isinstance(amount, float):
+        if not 0.0 < amount < 1.0:
+            raise UserError(f"labeled fraction {amount:g} is out of range; valid: (0, 1)")
+        return max(1, round(amount * total))
+    if not 1 <= amount <= total:
+        raise UserError(f"labeled count {amount} is out of range; valid: [1, {total}] (the pool size)")
+    return amount
+
+
+def generate_split(pool: Sequence[Pair], amount: int | float, seed: int,
+                   presence: np.ndarray | None = None) -> tuple[list[Pair], list[Pair]]:
+    """Draw a labeled subset of ``pool``; returns ``(labeled, unlabeled)``, both in pool order.
+
+    ``amount`` is a count or a fraction in (0, 1). The draw is a permutation seeded by ``seed``.
+    With ``presence`` (bool ``[len(pool), classes]``: which classes each image shows) the draw is
+    stratified: every image joins the group of the rarest class it shows (images showing no class
+    form one more group), the labeled count is shared among the groups in proportion to their sizes
+    (largest remainders), and each group gives its first images in the permutation.
+    """
+    n = len(pool)
+    k = labeled_count(amount, n)
+    order = np.random.default_rng(seed).permutation(n)
+    if presence is None:
+        chosen = order[:k]
+    else:
+        group = rarest_present_class(np.asarray(presence, dtype=bool))[order]
+        groups, sizes = np.unique(group, return_counts=True)
+        quota = apportion(sizes, k)
+        chosen = np.concatenate([order[group == g][:q] for g, q in zip(groups, quota)])
+    is_labeled = np.zeros(n, dtype=bool)
+    is_labeled[chosen] = True
+    return ([p for p, lab in zip(pool, is_labeled) if lab],
+            [p for p, lab in zip(pool, is_labeled) if not lab])
+
+
+def rarest_present_class(presence: np.ndarray) -> np.ndarray:
+    """Per image, the class it shows that the fewest images show (``-1`` if it shows none)."""
+    frequency = presence.sum(axis=0)
+    cost = np.where(presence, frequency[None, :], np.iinfo(np.int64).max)
+    return np.where(presence.any(axis=1), cost.argmin(axis=1), -1)
+
+
+def apportion(sizes: np.ndarray, k: int) -> np.ndarray:
+    """Split ``k`` among groups in proportion to ``sizes`` by largest remainders (sums to ``k``)."""
+    exact = sizes * (k / sizes.sum())
+    quota = np.floor(exact).astype(np.int64)
+    short = k - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
+    return np.minimum(quota, sizes)
+
+
+def shipped_split_dir(name: str) -> Path:
+    """The directory of a shipped standard split family (``pascal`` or ``cityscapes``)."""
+    return SHIPPED_DIR / name
+
+
+_ = math  # noqa: F401

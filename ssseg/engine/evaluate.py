@@ -1,0 +1,80 @@
+"""Validation: whole-image or sliding-window inference and dataset-level mIoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ssseg.metrics import ConfusionMatrix
+from ssseg.recipe.schema import EvalConfig
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``window`` pixels every ``stride`` covering ``size``."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window, stride))
+    return starts + [size - window]
+
+
+@torch.no_grad()
+def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int,
+                  num_classes: int, batch: int = 8) -> Tensor:
+    """Softmax probabilities summed over sliding windows, ``[C,H,W]`` for ``image`` ``[3,H,W]``.
+
+    Windows are batched; a window larger than the image shrinks to the image.
+    """
+    _, h, w = image.shape
+    wh, ww = min(window, h), min(window, w)
+    boxes = [(y, x) for y in window_starts(h, wh, stride) for x in window_starts(w, ww, stride)]
+    total = image.new_zeros(num_classes, h, w)
+    for i in range(0, len(boxes), batch):
+        chunk = boxes[i: i + batch]
+        crops = torch.stack([image[:, y: y + wh, x: x + ww] for y, x in chunk])
+        probs = model(crops).softmax(1)
+        for (y, x), p in zip(chunk, probs):
+            total[:, y: y + wh, x: x + ww] += p
+    return total
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_classes: int) -> Tensor:
+    """Class indices ``[H,W]`` for one image ``[3,H,W]`` by the recipe's evaluation mode."""
+    if cfg.mode == "whole":
+        return model(image[None])[0].argmax(0)
+    window = cfg.window or crop
+    stride = cfg.stride or max(1, window * 2 // 3)
+    return sliding_probs(model, image, window, stride, num_classes).argmax(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, num_classes: int,
+             ignore_index: int, device: torch.device, class_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks)."""
+    was_training = model.training
+    model.eval()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    count = len(dataset) if cfg.max_images is None else min(cfg.max_images, len(dataset))
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    for index in range(rank, count, world):
+        sample = dataset[index]
+        pred = predict(model, sample["image"].to(device), cfg, crop, num_classes)
+        cm.update(pred, sample["mask"].to(device))
+    if world > 1:
+        matrix = cm.matrix.to(device)
+        dist.all_reduce(matrix)
+        cm.matrix = matrix.cpu()
+    model.train(was_training)
+    iou = cm.iou()
+    names = class_names or tuple(str(i) for i in range(num_classes))
+    return {
+        "miou": cm.miou(),
+        "pixel_acc": cm.pixel_accuracy(),
+        "iou": {n: v for n, v in zip(names, iou)},
+        "absent_classes": [n for n, v in zip(names, iou) if v is None],
+        "images": count,
+    }

@@ -1,0 +1,284 @@
+"""The training loop. Its call order, hooks included, is written once, in :meth:`Trainer.step`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ssseg.engine.evaluate import evaluate
+from ssseg.engine.run import Run
+from ssseg.engine.sampling import EpochSampler
+from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
+                                UnlabeledBatch, View)
+from ssseg.errors import UserError
+
+
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """Mean cross-entropy over non-ignored pixels (0 when every pixel is ignored)."""
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return loss / (target != ignore_index).sum().clamp_min(1)
+
+
+def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor) -> Tensor:
+    """Σ weight·valid·CE(logits, labels) / Σ valid: the unsupervised loss of one view."""
+    ce = F.cross_entropy(logits, pseudo.labels, reduction="none")
+    valid = pseudo.valid.to(ce.dtype)
+    return (ce * weight * valid).sum() / valid.sum().clamp_min(1)
+
+
+def product_of(answers: list[Tensor | None], like: Tensor) -> Tensor:
+    """The product of ``weight_loss`` answers (``[B]`` or ``[B,H,W]``), broadcast like ``like``."""
+    weight = torch.ones_like(like, dtype=torch.float32)
+    for w in answers:
+        if w is not None:
+            weight = weight * (w.view(-1, 1, 1) if w.dim() == 1 else w)
+    return weight
+
+
+def apply_plan(plan: AugmentationPlan | None, weak: UnlabeledBatch, pseudo: Pseudo) -> tuple[Tensor, Pseudo]:
+    """Build one image view and its pseudo-labels from the weak batch by ``plan``."""
+    image = weak.image
+    if plan is None:
+        return image, pseudo
+    if plan.photometric is not None:
+        strong = plan.photometric(image)
+        image = strong if plan.blend is None else torch.lerp(image, strong, plan.blend.view(-1, 1, 1, 1))
+    if plan.cutmix_box is None:
+        return image, pseudo
+    box, src = plan.cutmix_box, plan.cutmix_partner
+
+    def mix(t: Tensor) -> Tensor:
+        b = box.unsqueeze(1) if t.dim() == 4 else box
+        return torch.where(b, t[src], t)
+
+    return mix(image), Pseudo(labels=mix(pseudo.labels), conf=mix(pseudo.conf),
+                              valid=mix(pseudo.valid), logits=None)
+
+
+class Trainer:
+    """Runs a built :class:`Run`: data loading, steps, evaluation, checkpoints and logs."""
+
+    def __init__(self, run: Run, progress=None):
+        self.run = run
+        self.hook = run.pm.hook
+        self.progress = progress
+        r = run.recipe
+        self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
+        n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled)
+        batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
+        self.iters_per_epoch = n_epoch_items // (batch * run.world_size)
+        if self.iters_per_epoch == 0:
+            raise UserError(f"data: {n_epoch_items} {'unlabeled' if self.unsupervised else 'labeled'} "
+                            f"images are fewer than one batch of {batch} per process")
+        self.generator = torch.Generator().manual_seed(r.seed * 1000 + run.rank + 1)
+        self.shared_generator = torch.Generator().manual_seed(r.seed * 1000)
+        self.last_eval: dict[str, Any] = {}
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None) -> dict[str, float]:
+        """One training iteration. The order of this method IS the hook call order."""
+        run, hook, r = self.run, self.hook, self.run.recipe
+        ctx = self.context()
+        hook.before_iteration(ctx=ctx)
+        pseudo = hardness = None
+        views: list[View] = []
+        if unlabeled is not None:
+            pseudo = self.pseudo_label(unlabeled)
+            hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
+            views = hook.plan_views(ctx=ctx, hardness=hardness) or []
+        view_inputs = {}
+        for view in views:
+            if view.kind == "image":
+                plan = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
+                                                  pseudo=pseudo, hardness=hardness)
+                view_inputs[view.name] = apply_plan(plan, unlabeled, pseudo)
+            else:
+                view_inputs[view.name] = (None, pseudo)
+        outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
+        loss_x = hook.supervised_loss(ctx=ctx, logits=outputs.labeled, target=labeled["mask"])
+        if loss_x is None:
+            loss_x = cross_entropy(outputs.labeled, labeled["mask"], run.data.ignore_index)
+        terms: dict[str, Tensor] = {"loss_x": loss_x}
+        loss_u = loss_x.new_zeros(())
+        for view in views:
+            if view.coef == 0:
+                continue
+            view_pseudo = view_inputs[view.name][1]
+            weights = hook.weight_loss(ctx=ctx, view=view, pseudo=view_pseudo, hardness=hardness)
+            weight = product_of(weights, view_pseudo.conf)
+            terms[f"loss_u/{view.name}"] = weighted_view_loss(outputs.views[view.name], view_pseudo, weight)
+            loss_u = loss_u + view.coef * terms[f"loss_u/{view.name}"]
+        extras = self.merge_named(hook.extra_losses(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo,
+                                                    outputs=outputs), "extra_losses")
+        lambda_u = hook.unsup_weight(ctx=ctx)
+        lambda_u = r.unsup.weight if lambda_u is None else lambda_u
+        total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u + sum(extras.values())
+        self.optimize(total)
+        hook.after_optimizer_step(ctx=ctx)
+        logs = {"loss": float(total.detach()), "lr": run.optimizer.param_groups[0]["lr"],
+                **{k: float(v.detach()) for k, v in (terms | extras).items()}, **ctx.logs}
+        if views:
+            logs["lambda_u"] = float(lambda_u)
+        hook.after_iteration(ctx=ctx, logs=logs)
+        return logs
+
+    # -- the core's parts of the step -------------------------------------------------------
+
+    def context(self) -> StepContext:
+        """The :class:`StepContext` of the current iteration."""
+        run = self.run
+        return StepContext(
+            iteration=run.iteration, max_iters=run.recipe.optim.iters,
+            epoch=run.iteration // self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch,
+            device=run.device, rank=run.rank, world_size=run.world_size,
+            generator=self.generator, shared_generator=self.shared_generator,
+            student=run.student, teacher=run.teacher if run.teacher is not None else run.student,
+            num_classes=run.data.num_classes, ignore_index=run.data.ignore_index)
+
+    @torch.no_grad()
+    def pseudo_label(self, unlabeled: UnlabeledBatch) -> Pseudo:
+        """The teacher (or the student, for online strategies) in eval mode on the weak view."""
+        teacher = self.run.teacher if self.run.teacher is not None else self.run.student
+        was_training = teacher.training
+        teacher.eval()
+        logits = teacher(unlabeled.image)
+        teacher.train(was_training)
+        conf, labels = logits.softmax(1).max(1)
+        return Pseudo(labels=labels, conf=conf, valid=unlabeled.valid, logits=logits)
+
+    def forward(self, images: Tensor, unlabeled: UnlabeledBatch | None, views: list[View],
+                view_inputs: dict[str, tuple[Tensor | None, Pseudo]]) -> StudentOutputs:
+        """One student forward (train mode) over labeled images, the weak batch when a
+        feature view needs it, and every image view; feature views reuse its encoder pass."""
+        student = self.run.student
+        feature_views = [v for v in views if v.kind == "feature"]
+        parts = [images] + ([unlabeled.image] if feature_views else [])
+        parts += [view_inputs[v.name][0] for v in views if v.kind == "image"]
+        x = torch.cat(parts)
+        features = student.encode(x)
+        nl = images.shape[0]
+        if feature_views:
+            nu = unlabeled.image.shape[0]
+            weak_feats = [f[nl: nl + nu] for f in features]
+            features = [torch.cat([f] + [F.dropout2d(w, v.dropout) for v in feature_views])
+                        for f, w in zip(features, weak_feats)]
+        logits = student.decode(features, x.shape[-2:])
+        sizes = [p.shape[0] for p in parts] + [parts[1].shape[0] if feature_views else 0] * len(feature_views)
+        chunks = list(logits.split(sizes))
+        labeled_logits = chunks.pop(0)
+        weak_logits = chunks.pop(0) if feature_views else None
+        ordered = [v for v in views if v.kind == "image"] + feature_views
+        by_name = {v.name: chunk for v, chunk in zip(ordered, chunks)}
+        return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits)
+
+    def optimize(self, total: Tensor) -> None:
+        """Backward, optional gradient clipping, poly learning rate, optimiser step."""
+        run, o = self.run, self.run.recipe.optim
+        if not torch.isfinite(total):
+            raise UserError(f"iteration {run.iteration}: the loss is {float(total)}; "
+                            "lower optim.lr or check the data")
+        run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if o.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(run.student.parameters(), o.clip_grad)
+        factor = (1 - run.iteration / o.iters) ** o.power if o.schedule == "poly" else 1.0
+        for group in run.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        run.optimizer.step()
+
+    @staticmethod
+    def merge_named(answers: list[dict[str, Tensor] | None], hook: str) -> dict[str, Tensor]:
+        """Union of named contributions; a name given by two plugins is an error."""
+        merged: dict[str, Any] = {}
+        for answer in answers:
+            for name, value in (answer or {}).items():
+                if name in merged:
+                    raise UserError(f"two plugins answer {hook} with the same name {name!r}")
+                merged[name] = value
+        return merged
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[tuple[dict[str, Tensor], UnlabeledBatch | None]]:
+        """(labeled, unlabeled) batches from the current iteration on, epoch after epoch."""
+        run, r = self.run, self.run.recipe
+        while True:
+            epoch, start = divmod(run.iteration, self.iters_per_epoch)
+            labeled = self.loader(run.data.labeled, r.data.batch_labeled, epoch, start, salt=1)
+            if not self.unsupervised:
+                for batch in labeled:
+                    yield self.to_device(batch), None
+                continue
+            unlabeled = self.loader(run.data.unlabeled, r.data.batch_unlabeled, epoch, start, salt=2)
+            for lb, ub in zip(labeled, unlabeled):
+                ub = self.to_device(ub)
+                yield self.to_device(lb), UnlabeledBatch(image=ub["image"], valid=ub["valid"])
+
+    def loader(self, dataset, batch: int, epoch: int, start: int, salt: int) -> DataLoader:
+        """A loader over one epoch's share of ``dataset``, resuming at batch ``start``."""
+        run, r = self.run, self.run.recipe
+        sampler = EpochSampler(len(dataset), self.iters_per_epoch * batch, r.seed * 10 + salt, epoch,
+                               start * batch, run.rank, run.world_size)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                          num_workers=r.data.workers, persistent_workers=False,
+                          pin_memory=run.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(r.seed * 7919 + epoch))
+
+    def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Move a collated batch to the run's device."""
+        return {k: v.to(self.run.device, non_blocking=True) if isinstance(v, Tensor) else v
+                for k, v in batch.items()}
+
+    # -- evaluation, checkpoints, logs -----------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any]:
+        """Evaluate the student and every module from ``eval_models`` on the val set."""
+        run, r = self.run, self.run.recipe
+        models = {"student": run.student} | self.merge_named(self.hook.eval_models(run=run), "eval_models")
+        metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval"}
+        for name, model in models.items():
+            result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
+                              num_classes=run.data.num_classes, ignore_index=run.data.ignore_index,
+                              device=run.device, class_names=run.data.class_names)
+            metrics |= {f"{name}/{k}": v for k, v in result.items()}
+        self.hook.after_eval(run=run, metrics=metrics)
+        self.last_eval = metrics
+        return metrics
+
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
+        if self.run.out_dir is not None and self.run.is_main:
+            with open(self.run.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def train(self, checkpoint=None) -> dict[str, Any]:
+        """Train from ``run.iteration`` to ``optim.iters``; evaluates every ``eval.every`` and at
+        the end, checkpoints every ``run.checkpoint_every`` via ``checkpoint(run)``."""
+        run, r = self.run, self.run.recipe
+        run.student.train()
+        started, done_at_start = time.perf_counter(), run.iteration
+        for labeled, unlabeled in self.batches():
+            if run.iteration >= r.optim.iters:
+                break
+            logs = self.step(labeled, unlabeled)
+            run.iteration += 1
+            if run.iteration % r.run.log_every == 0 or run.iteration == r.optim.iters:
+                self.write_metrics({"iteration": run.iteration, "event": "train", **logs})
+                if self.progress is not None:
+                    rate = (time.perf_counter() - started) / (run.iteration - done_at_start)
+                    self.progress(run.iteration, r.optim.iters, logs, rate * (r.optim.iters - run.iteration))
+            last = run.iteration == r.optim.iters
+            if run.iteration % r.eval.every == 0 or last:
+                self.write_metrics(self.evaluate())
+            if checkpoint is not None and (run.iteration % r.run.checkpoint_every == 0 or last):
+                checkpoint(run)
+        if not self.last_eval or self.last_eval["iteration"] != run.iteration:
+            self.write_metrics(self.evaluate())
+        return self.last_eval

@@ -1,0 +1,99 @@
+"""Segmentation models from segmentation-models-pytorch, wrapped so any input size works and the
+encoder and decoder can be called separately (feature-perturbation views need it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssseg.errors import UserError
+from ssseg.recipe.schema import ModelConfig
+
+
+class SegModel(nn.Module):
+    """An smp model that takes images in [0, 1] of any size and returns logits of the same size.
+
+    The input is normalised with ``mean``/``std``, zero-padded at the bottom and right to a
+    multiple of the encoder's output stride, and the logits are cropped back.
+    """
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        self.stride = _divisor(net)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """Encoder features of normalised, padded ``images`` ``[B,3,H,W]``."""
+        x = (images - self.mean) / self.std
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.net.encoder(x)
+
+    def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
+        """Logits ``[B,C,H,W]`` from encoder ``features``, cropped to the input ``size``."""
+        logits = self.net.segmentation_head(self.net.decoder(features))
+        return logits[..., : size[0], : size[1]]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``[B,C,H,W]`` for images ``[B,3,H,W]`` in [0, 1]."""
+        return self.decode(self.encode(images), images.shape[-2:])
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""
+        backbone = list(self.net.encoder.parameters())
+        ids = {id(p) for p in backbone}
+        return backbone, [p for p in self.parameters() if id(p) not in ids]
+
+
+def _divisor(net: nn.Module) -> int:
+    """The size multiple the network needs (the encoder's output stride)."""
+    return int(getattr(net.encoder, "output_stride", 32))
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> SegModel:
+    """The recipe's model: ``smp.<arch>(encoder_name=encoder, classes=...)`` with random weights,
+    or encoder weights from the local file ``encoder_weights``."""
+    arch = getattr(smp, cfg.arch, None)
+    if not isinstance(arch, type) or not issubclass(arch, nn.Module):
+        valid = sorted(n for n in dir(smp) if isinstance(getattr(smp, n), type)
+                       and issubclass(getattr(smp, n), nn.Module) and n[0].isupper()
+                       and n not in {"SegmentationModel"} and "Encoder" not in n)
+        raise UserError(f"model.arch: unknown architecture {cfg.arch!r}; valid: {', '.join(valid)}")
+    classes = cfg.classes or num_classes
+    try:
+        net = arch(encoder_name=cfg.encoder, encoder_weights=None, classes=classes, **cfg.options)
+    except (KeyError, ValueError, TypeError) as err:
+        raise UserError(f"model: cannot build {cfg.arch} with encoder {cfg.encoder!r} and "
+                        f"options {cfg.options}: {err}") from None
+    if cfg.encoder_weights is not None:
+        load_encoder_weights(net.encoder, Path(cfg.encoder_weights))
+    return SegModel(net, cfg.mean, cfg.std)
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    """Load a local state dict into ``encoder`` (classifier keys such as ``fc.*`` are ignored)."""
+    if not path.is_file():
+        raise UserError(f"model.encoder_weights: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"model.encoder_weights: cannot read {path}: {err}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = encoder.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise UserError(f"model.encoder_weights: no tensor in {path} matches the encoder "
+                        f"(expected keys like {next(iter(own))!r})")
+    missing = [k for k in own if k not in matched]
+    if missing:
+        raise UserError(f"model.encoder_weights: {path} lacks {len(missing)} encoder tensors, "
+                        f"for example {missing[0]!r}")
+    encoder.load_state_dict(matched)

@@ -1,0 +1,192 @@
+"""Finding plugins (entry points, ``use: "module:Class"``) and registering a recipe's plugins
+with the hook kinds enforced."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import os
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+
+from ssseg import hookspecs
+from ssseg.errors import UserError
+from ssseg.recipe.structure import ConfigError, structure
+
+ENTRY_POINT_GROUP = "ssseg.plugins"
+AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"
+FIRST_PARTY_DIST = "ssseg"
+
+
+class PluginError(UserError):
+    """A plugin is unknown, malformed, conflicts with another, or failed inside a hook."""
+
+
+@attrs.frozen
+class PluginSource:
+    """Where a plugin name comes from: its entry point and distribution."""
+
+    name: str
+    entry_point: EntryPoint
+    distribution: str
+
+    def load(self) -> type:
+        """Import the plugin class (only now: discovery is lazy)."""
+        return self.entry_point.load()
+
+
+def discover() -> dict[str, PluginSource]:
+    """Plugins registered under the ``ssseg.plugins`` entry-point group, by name, not imported.
+
+    With ``SSSEG_DISABLE_PLUGIN_AUTOLOAD`` set, only ssseg's own plugins are listed. A name
+    registered by two distributions is an error naming both.
+    """
+    only_first_party = bool(os.environ.get(AUTOLOAD_ENV))
+    found: dict[str, PluginSource] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        if only_first_party and dist != FIRST_PARTY_DIST:
+            continue
+        if ep.name in found and found[ep.name].distribution != dist:
+            raise PluginError(
+                f"plugin name {ep.name!r} is registered by two distributions: "
+                f"{found[ep.name].distribution} ({found[ep.name].entry_point.value}) and "
+                f"{dist} ({ep.value}); uninstall one or refer to one with use: \"module:Class\""
+            )
+        found[ep.name] = PluginSource(ep.name, ep, dist)
+    return found
+
+
+def load_plugin_class(key: str, params: dict[str, Any]) -> type:
+    """The plugin class for recipe entry ``plugins.<key>``: ``params["use"]`` ("module:Class")
+    if given, else the entry point named ``key``."""
+    use = params.get("use")
+    if use is not None:
+        return _import_object(use, f"plugins.{key}.use")
+    sources = discover()
+    if key not in sources:
+        close = difflib.get_close_matches(key, list(sources), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise PluginError(
+            f"plugins.{key}: unknown plugin {key!r}{hint} Installed: {', '.join(sorted(sources))}. "
+            "A local plugin needs use: \"module:Class\"."
+        )
+    return sources[key].load()
+
+
+def _import_object(spec: str, where: str) -> type:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise PluginError(f"{where}: {spec!r} is not of the form \"module:Class\"")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise PluginError(f"{where}: cannot import module {module_name!r}: {err}") from None
+    try:
+        return functools.reduce(getattr, attr.split("."), module)
+    except AttributeError:
+        raise PluginError(f"{where}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def instantiate(key: str, params: dict[str, Any]) -> Any:
+    """Build the plugin of ``plugins.<key>`` from its params (validated against its Config)."""
+    cls = load_plugin_class(key, params)
+    config_cls = getattr(cls, "Config", None)
+    if config_cls is None or not attrs.has(config_cls):
+        raise PluginError(f"plugins.{key}: {cls.__module__}.{cls.__qualname__} has no attrs Config class")
+    options = {k: v for k, v in params.items() if k != "use"}
+    config = structure(config_cls, options, f"plugins.{key}")
+    return cls(config)
+
+
+def plugin_name(plugin: Any) -> str:
+    """The name a plugin is known by in messages."""
+    return getattr(plugin, "ssseg_key", None) or getattr(plugin, "name", type(plugin).__name__)
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager with ssseg's hook specs."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
+    """Register plugins (in recipe order) and enforce the hook rules.
+
+    Observers run in recipe order (pluggy calls the last registered first, so plugins are
+    registered in reverse). Errors: a hook implementation that matches no spec, arguments the
+    spec does not have, two providers of a decision hook. An exception inside a hook is re-raised
+    as :class:`PluginError` naming the plugin and the hook.
+    """
+    plugins = list(plugins)
+    pm = new_manager()
+    for plugin in reversed(plugins):
+        name = plugin_name(plugin)
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as err:
+            raise PluginError(f"plugin {name!r}: {err}") from None
+        except ValueError as err:
+            raise PluginError(f"plugin {name!r} appears twice in the recipe: {err}") from None
+    _check_unknown_hooks(pm)
+    _check_decisions(pm)
+    _name_plugin_in_errors(pm)
+    return pm
+
+
+def _check_unknown_hooks(pm: pluggy.PluginManager) -> None:
+    for hook_name in pm.hook.__dict__:
+        caller = getattr(pm.hook, hook_name)
+        if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
+            names = [plugin_name(impl.plugin) for impl in caller.get_hookimpls()]
+            close = difflib.get_close_matches(hook_name, list(hookspecs.KINDS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PluginError(
+                f"plugin {names[0]!r} implements {hook_name!r}, which is no ssseg hook{hint}; "
+                f"hooks: {', '.join(hookspecs.KINDS)}"
+            )
+
+
+def _check_decisions(pm: pluggy.PluginManager) -> None:
+    for hook_name, kind in hookspecs.KINDS.items():
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        if kind == "decision" and len(impls) > 1:
+            names = sorted(plugin_name(i.plugin) for i in impls)
+            raise PluginError(
+                f"plugins {' and '.join(map(repr, names))} both answer the decision hook "
+                f"{hook_name!r}; a recipe may have only one of them"
+            )
+
+
+def _name_plugin_in_errors(pm: pluggy.PluginManager) -> None:
+    for hook_name in hookspecs.KINDS:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            impl.function = _guarded(impl.function, plugin_name(impl.plugin), hook_name)
+
+
+def _guarded(fn, plugin: str, hook: str):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            raise PluginError(f"plugin {plugin!r} failed in hook {hook!r}: "
+                              f"{type(err).__name__}: {err}") from err
+
+    return call
+
+
+def hook_table(pm: pluggy.PluginManager) -> list[tuple[str, str, list[str]]]:
+    """(hook, kind, answering plugins in call order) for every hook, in loop order."""
+    rows = []
+    for hook_name, kind in hookspecs.KINDS.items():
+        impls = getattr(pm.hook, hook_name).get_hookimpls()
+        rows.append((hook_name, kind, [plugin_name(i.plugin) for i in reversed(impls)]))
+    return rows

@@ -1,0 +1,1 @@
+"""The recipe: schema, loading, merging and overrides."""
