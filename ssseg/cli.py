@@ -62,9 +62,9 @@ def cmd_train(args) -> int:
     try:
         metrics = trainer.train(checkpoint=lambda r: checkpoint.save(trainer, ckpt))
     except KeyboardInterrupt:
-        checkpoint.save(trainer, ckpt)
-        print(f"\ninterrupted at iteration {run.iteration}; checkpoint saved to {ckpt}; "
-              f"continue with: ssseg train {args.recipe} --out {out} --resume", file=sys.stderr)
+        saved = f"the last checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+        print(f"\ninterrupted at iteration {run.iteration}; {saved}; continue with: "
+              f"ssseg train {args.recipe} --out {out} --resume", file=sys.stderr)
         return 130
     print(_summary(metrics))
     print(f"results in {out}")

@@ -130,7 +130,8 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
-            raise PluginError(f"plugin {name!r}: {err}") from None
+            detail = " ".join(str(err).split("\n", 1)[-1].split())
+            raise PluginError(f"plugin {name!r}: {detail}") from None
         except ValueError as err:
             raise PluginError(f"plugin {name!r} appears twice in the recipe: {err}") from None
     _check_unknown_hooks(pm)

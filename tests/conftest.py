@@ -45,3 +45,8 @@ def tiny_recipe(patch: dict[str, Any] | None = None):
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""
     return tiny_recipe
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with use: "recorder:..."

@@ -14,10 +14,11 @@ from ssseg.recipe.schema import EvalConfig
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows of ``window`` pixels every ``stride`` covering ``size``."""
+    """Start offsets of windows of ``window`` pixels every ``stride`` (at most ``window``, so
+    no pixel is skipped) covering ``size``."""
     if size <= window:
         return [0]
-    starts = list(range(0, size - window, stride))
+    starts = list(range(0, size - window, min(stride, window)))
     return starts + [size - window]
 
 

@@ -115,6 +115,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_type_name(value)} {value!r}")
         return value
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # split: 92 and -o data.split=92 mean the string "92"
     if tp in (str, bool):
         if not isinstance(value, tp):
             raise ConfigError(path, f"expected {'a string' if tp is str else 'true or false'}, "

@@ -1,0 +1,207 @@
+"""Reading dataset files and reporting what is wrong with them, file by file.
+
+:func:`check_dataset` (``ssseg data check``) reads every listed file. :func:`preflight` is the
+cheap version dataset builders run before training: every listed file must exist, and a few
+evenly spaced labeled and val pairs are read in full, so bad data fails before the first step
+with the same messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import attrs
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+
+from ssseg.data.base import IGNORE_INDEX
+from ssseg.data.splits import Pair, SplitLists, load_split, split_names
+from ssseg.errors import UserError
+
+if TYPE_CHECKING:
+    from ssseg.data.folder import ListedSource
+
+INDEX_MODES = ("L", "P")
+PREFLIGHT_SAMPLES = 8
+MAX_REPORTED = 10
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with one file."""
+
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+class BadFile(UserError):
+    """A dataset file that cannot be used; ``path`` and ``reason`` make up the message."""
+
+    def __init__(self, path: str | Path, reason: str = ""):
+        # one-argument form: DataLoader re-raises worker errors as ``type(err)(message)``
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}" if reason else str(path))
+
+    def problem(self) -> Problem:
+        """This error as a :class:`Problem`."""
+        return Problem(self.path, self.reason)
+
+
+Sample = tuple[str, str | None]  # absolute image path, absolute mask path (None: not needed)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An RGB image as uint8 ``[3, H, W]`` (grey images are expanded)."""
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise BadFile(path, f"unreadable image ({err})") from None
+
+
+def read_index_mask(path: str | Path) -> np.ndarray:
+    """A mask of class indices, uint8 ``[H, W]``, from a single-channel or palette image.
+
+    A palette ("P") PNG reads as its indices, never as colours. Colour masks are rejected.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode not in INDEX_MODES:
+                raise BadFile(path, f"mask is a colour image (mode {img.mode!r}); masks must hold "
+                                    "class indices: a single-channel ('L') or palette ('P') PNG")
+            return np.array(img, dtype=np.uint8)
+    except OSError as err:
+        raise BadFile(path, f"unreadable mask ({err})") from None
+
+
+def locate(source: ListedSource, pairs: Sequence[Pair], with_masks: bool) -> tuple[list[Sample], list[Problem]]:
+    """Absolute paths of the listed files (masks via ``source.find_mask``) and the missing ones."""
+    samples, problems = [], []
+    for pair in pairs:
+        image = source.root / pair.image
+        if not image.is_file():
+            problems.append(Problem(str(image), f"missing (listed at {pair.where})"))
+        mask = None
+        if with_masks:
+            listed = source.root / pair.mask
+            mask = source.find_mask(listed)
+            if mask is None:
+                problems.append(Problem(str(listed), f"missing (listed at {pair.where})"))
+        samples.append((str(image), None if mask is None else str(mask)))
+    return samples, problems
+
+
+def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Problem]:
+    """Read an image and its mask in full: readable, same size, values within the classes."""
+    problems = []
+    image = mask = None
+    try:
+        image = read_image(image_path)
+    except BadFile as err:
+        problems.append(err.problem())
+    try:
+        mask = source.read_mask(Path(mask_path))
+    except BadFile as err:
+        problems.append(err.problem())
+    if mask is None:
+        return problems
+    if image is not None and tuple(image.shape[-2:]) != mask.shape:
+        (ih, iw), (mh, mw) = image.shape[-2:], mask.shape
+        problems.append(Problem(mask_path, f"mask is {mw}x{mh} (WxH) but its image {image_path} "
+                                           f"is {iw}x{ih}"))
+    counts = np.bincount(mask.ravel(), minlength=256)
+    counts[IGNORE_INDEX] = 0
+    bad = np.flatnonzero(counts[source.num_classes:])
+    if bad.size:
+        values = ", ".join(str(v) for v in (bad + source.num_classes)[:10])
+        problems.append(Problem(mask_path, f"mask values {values} are outside the "
+                                           f"{source.num_classes} classes (0-{source.num_classes - 1}) "
+                                           f"and {IGNORE_INDEX} (ignore)"))
+    return problems
+
+
+def _read_problems(source: ListedSource, samples: Iterable[Sample]) -> list[Problem]:
+    problems = []
+    for image, mask in samples:
+        if not Path(image).is_file() or (mask is not None and not Path(mask).is_file()):
+            continue  # already reported as missing
+        if mask is None:
+            try:
+                read_image(image)
+            except BadFile as err:
+                problems.append(err.problem())
+        else:
+            problems.extend(check_pair(source, image, mask))
+    return problems
+
+
+def _evenly_spaced(samples: Sequence[Sample], k: int) -> list[Sample]:
+    if len(samples) <= k:
+        return list(samples)
+    return [samples[i] for i in np.linspace(0, len(samples) - 1, k).round().astype(int)]
+
+
+def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]]:
+    """Locate every file of ``lists`` and read a few labeled and val pairs in full.
+
+    Returns the located samples per role (``labeled``, ``unlabeled``, ``val``); raises
+    :class:`UserError` listing the problems (the same messages as :func:`check_dataset`).
+    """
+    located, problems = {}, []
+    for role, pairs in (("labeled", lists.labeled), ("unlabeled", lists.unlabeled or []),
+                        ("val", lists.val)):
+        located[role], missing = locate(source, pairs, with_masks=role != "unlabeled")
+        problems += missing
+    if not problems:
+        for role in ("labeled", "val"):
+            problems += _read_problems(source, _evenly_spaced(located[role], PREFLIGHT_SAMPLES))
+    if problems:
+        raise UserError(_summary(source, problems))
+    return located
+
+
+def _summary(source: ListedSource, problems: list[Problem]) -> str:
+    shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
+    more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return (f"dataset {source.name!r} at {source.root}: {len(problems)} problem(s) with the files "
+            f"the split lists name (a full report: ssseg data check {source.root} "
+            f"--dataset {source.name}):\n  {shown}{more}")
+
+
+def _lists_to_check(source: ListedSource, split: str | None) -> tuple[list[Pair], list[Pair]]:
+    """(pairs whose masks are needed, pairs needing only the image) for one split or all."""
+    names = [split] if split is not None else split_names(source.split_dir)
+    if split is None and not names:
+        raise UserError(f"{source.split_dir}: no split lists (<split>/labeled.txt or pool.txt)")
+    with_masks, images_only = {}, {}
+    for name in names:
+        lists = load_split(source.split_dir, name)
+        for pair in [*lists.labeled, *lists.val]:
+            with_masks.setdefault(pair.key, pair)
+        for pair in lists.unlabeled or []:
+            images_only.setdefault(pair.key, pair)
+    labeled_images = {image for image, _ in with_masks}
+    return (list(with_masks.values()),
+            [p for p in images_only.values() if p.image not in labeled_images])
+
+
+def check_source(source: ListedSource, split: str | None = None) -> list[Problem]:
+    """Every problem with the files of ``split`` (all splits and the pool when None)."""
+    with_masks, images_only = _lists_to_check(source, split)
+    labeled, problems = locate(source, with_masks, with_masks=True)
+    unlabeled, missing = locate(source, images_only, with_masks=False)
+    problems += missing
+    return problems + _read_problems(source, [*labeled, *unlabeled])
+
+
+def check_dataset(root: str | Path, dataset: str, split: str | None = None) -> list[Problem]:
+    """Check a dataset on disk; ``split`` None checks every split, the pool and val."""
+    from ssseg.data.folder import source_for  # folder imports this module
+
+    return check_source(source_for(dataset, root, {}), split)
+

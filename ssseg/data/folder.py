@@ -1,0 +1,217 @@
+"""Datasets described by split lists, and the generic ``folder`` dataset.
+
+VOC, Cityscapes and ``folder`` are all a root directory plus a split directory (see
+:mod:`ssseg.data.splits`); they differ in how masks are decoded and in their class metadata, which a
+:class:`ListedSource` carries. :func:`build_listed` turns a source and a ``DataConfig`` into a
+:class:`DataBundle` after :func:`ssseg.data.check.preflight` has checked the files.
+
+The folder dataset (``dataset: folder``)::
+
+    <root>/classes.yaml         names: [background, road, ...]    # any number of classes (<= 255)
+                                palette: [[0, 0, 0], [128, 64, 128], ...]   # optional
+    <root>/<any image paths>    RGB images (any format PIL / torchvision read)
+    <root>/<any mask paths>     index masks: single-channel or palette PNGs, 255 = ignore
+    <root>/splits/pool.txt, val.txt, <split>/labeled.txt [, <split>/unlabeled.txt]
+
+``data.options``: ``split_dir`` (default ``splits``) and ``classes`` (default ``classes.yaml``),
+both relative to the root. Unlabeled lists may give image paths alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
+
+from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
+from ssseg.data.check import Sample, preflight, read_image, read_index_mask
+from ssseg.data.splits import SplitLists, load_split, shipped_split_dir
+from ssseg.data.transforms import WeakPipeline
+from ssseg.errors import UserError
+from ssseg.recipe.structure import ConfigError, structure
+
+Palette = tuple[tuple[int, int, int], ...]
+
+
+def existing_file(path: Path) -> Path | None:
+    """``path`` if it is a file, else None (the default mask locator)."""
+    return path if path.is_file() else None
+
+
+def colormap(n: int) -> Palette:
+    """The PASCAL VOC colour map for ``n`` classes (bits of the index spread over R, G, B)."""
+    index = np.arange(n)
+    rgb = np.zeros((n, 3), dtype=np.int64)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (index >> (3 * shift + channel)) & 1
+            rgb[:, channel] |= bit << (7 - shift)
+    return tuple(tuple(int(c) for c in row) for row in rgb)
+
+
+@attrs.frozen
+class ListedSource:
+    """Where a list-described dataset lives and how to read it.
+
+    ``read_mask(path) -> uint8 [H, W]`` decodes a mask to class indices; ``find_mask(listed path)``
+    gives the file to read for a listed mask, or None if it is missing.
+    """
+
+    name: str
+    root: Path
+    split_dir: Path
+    class_names: tuple[str, ...]
+    palette: Palette
+    read_mask: Callable[[Path], np.ndarray] = read_index_mask
+    find_mask: Callable[[Path], Path | None] = existing_file
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes."""
+        return len(self.class_names)
+
+    def lists(self, split: str) -> SplitLists:
+        """The pairs of ``split``."""
+        return load_split(self.split_dir, split)
+
+
+class ListedDataset(Dataset):
+    """One role (``labeled``, ``unlabeled`` or ``val``) of a list-described dataset.
+
+    ``labeled`` and ``unlabeled`` samples go through ``weak``; ``val`` samples keep their size.
+    Unlabeled masks are never read.
+    """
+
+    def __init__(self, samples: list[Sample], role: str, read_mask: Callable[[Path], np.ndarray],
+                 weak: WeakPipeline | None = None):
+        self.samples, self.role, self.read_mask, self.weak = samples, role, read_mask, weak
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image_path, mask_path = self.samples[i]
+        image = read_image(image_path)
+        mask = (torch.from_numpy(self.read_mask(Path(mask_path)))
+                if self.role != "unlabeled" else None)
+        if self.role == "val":
+            return {"image": F.to_dtype(image, torch.float32, scale=True), "mask": mask.long(),
+                    "name": Path(image_path).stem}
+        image, mask, valid = self.weak(image, mask)
+        if self.role == "labeled":
+            return {"image": image, "mask": mask}
+        return {"image": image, "valid": valid}
+
+
+def build_listed(cfg, source: ListedSource) -> DataBundle:
+    """The :class:`DataBundle` of ``source`` for a ``DataConfig`` (split, crop, scale, flip)."""
+    lists = source.lists(str(cfg.split))
+    located = preflight(source, lists)
+    weak = WeakPipeline(crop=cfg.crop, scale=tuple(cfg.scale), flip=cfg.flip)
+    unlabeled = (ListedDataset(located["unlabeled"], "unlabeled", source.read_mask, weak)
+                 if lists.unlabeled else None)
+    return DataBundle(
+        labeled=ListedDataset(located["labeled"], "labeled", source.read_mask, weak),
+        unlabeled=unlabeled,
+        val=ListedDataset(located["val"], "val", source.read_mask),
+        num_classes=source.num_classes, class_names=source.class_names, palette=source.palette,
+        ignore_index=IGNORE_INDEX)
+
+
+SourceFactory = Callable[[Path, dict[str, Any]], ListedSource]
+_SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_listed(name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Register ``factory(root, options) -> ListedSource`` as dataset ``name``: recipes build it
+    with :func:`build_listed`, and ``ssseg data check`` / ``split`` find it by name."""
+
+    def deco(factory: SourceFactory) -> SourceFactory:
+        _SOURCES[name] = factory
+        register_dataset(name)(lambda cfg: build_listed(cfg, source_for(name, cfg.root, cfg.options)))
+        return factory
+
+    return deco
+
+
+def source_for(dataset: str, root: str | Path | None, options: dict[str, Any] | None) -> ListedSource:
+    """The :class:`ListedSource` of a registered list-described dataset at ``root``."""
+    from ssseg.data.base import dataset_names
+
+    dataset_names()  # imports the built-in dataset modules, which register their sources
+    if dataset not in _SOURCES:
+        raise UserError(f"dataset {dataset!r} is not read from split lists; valid: "
+                        f"{', '.join(sorted(_SOURCES))}")
+    if root is None:
+        raise ConfigError("data.root", f"dataset {dataset!r} reads files: set it to the dataset's "
+                                       "root directory")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ConfigError("data.root", f"{root} is not a directory")
+    return _SOURCES[dataset](root, dict(options or {}))
+
+
+@attrs.frozen
+class StandardOptions:
+    """``data.options`` for datasets with shipped standard splits (VOC, Cityscapes)."""
+
+    split_dir: str | None = None  # relative to the root (or absolute); None: the shipped splits
+
+
+def standard_split_dir(root: Path, options: dict[str, Any], family: str) -> Path:
+    """The split directory ``options`` name, or the shipped ``family`` (``pascal``, ``cityscapes``)."""
+    opt = structure(StandardOptions, options, "data.options")
+    return root / opt.split_dir if opt.split_dir else shipped_split_dir(family)
+
+
+# ------------------------------------------------------------------------------ folder dataset
+
+
+@attrs.frozen
+class FolderOptions:
+    """``data.options`` for ``dataset: folder`` (paths relative to the root)."""
+
+    split_dir: str = "splits"
+    classes: str = "classes.yaml"
+
+
+def read_classes(path: Path) -> tuple[tuple[str, ...], Palette]:
+    """Class names and palette from a ``classes.yaml`` (``names``: list, ``palette``: optional
+    list of ``[r, g, b]``; default the VOC colour map)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the class list ({err.strerror or err}); it should "
+                        "hold 'names: [background, ...]'") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or set(data) - {"names", "palette"}:
+        raise UserError(f"{path}: expected a mapping with keys 'names' and optional 'palette'")
+    names = data.get("names")
+    if (not isinstance(names, list) or not 1 <= len(names) <= IGNORE_INDEX
+            or not all(isinstance(n, str) for n in names)):
+        raise UserError(f"{path}: names: expected a list of 1 to {IGNORE_INDEX} class names (strings)")
+    palette = data.get("palette")
+    if palette is None:
+        return tuple(names), colormap(len(names))
+    if (not isinstance(palette, list) or len(palette) != len(names)
+            or not all(isinstance(c, list) and len(c) == 3
+                       and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)):
+        raise UserError(f"{path}: palette: expected {len(names)} colours (one per name), "
+                        "each [r, g, b] with integers in [0, 255]")
+    return tuple(names), tuple(tuple(c) for c in palette)
+
+
+@register_listed("folder")
+def folder_source(root: Path, options: dict[str, Any]) -> ListedSource:
+    """The folder dataset at ``root`` (see the module doc)."""
+    opt = structure(FolderOptions, options, "data.options")
+    names, palette = read_classes(root / opt.classes)
+    return ListedSource(name="folder", root=root, split_dir=root / opt.split_dir,
+                        class_names=names, palette=palette)

@@ -1,0 +1,152 @@
+"""A test plugin that answers every hook and records the calls (importable via use:)."""
+
+from __future__ import annotations
+
+import attrs
+
+from ssseg.api import Plugin, View, hookimpl
+
+CALLS: list[str] = []
+
+
+class Recorder(Plugin):
+    """Records each hook call in ``CALLS`` and plans one plain view."""
+
+    name = "recorder"
+
+    @attrs.frozen
+    class Config:
+        tag: str = ""
+
+    def _rec(self, hook: str) -> None:
+        CALLS.append(f"{self.config.tag}{hook}")
+
+    @hookimpl
+    def setup(self, run):
+        self._rec("setup")
+
+    @hookimpl
+    def build_teacher(self, run, student):
+        self._rec("build_teacher")
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        self._rec("before_iteration")
+
+    @hookimpl
+    def estimate_hardness(self, ctx, unlabeled, pseudo):
+        self._rec("estimate_hardness")
+
+    @hookimpl
+    def plan_views(self, ctx, hardness):
+        self._rec("plan_views")
+        return [View("plain")]
+
+    @hookimpl
+    def schedule_augmentation(self, ctx, view, unlabeled, pseudo, hardness):
+        self._rec("schedule_augmentation")
+
+    @hookimpl
+    def supervised_loss(self, ctx, logits, target):
+        self._rec("supervised_loss")
+
+    @hookimpl
+    def weight_loss(self, ctx, view, pseudo, hardness):
+        self._rec("weight_loss")
+
+    @hookimpl
+    def extra_losses(self, ctx, unlabeled, pseudo, outputs):
+        self._rec("extra_losses")
+
+    @hookimpl
+    def unsup_weight(self, ctx):
+        self._rec("unsup_weight")
+
+    @hookimpl
+    def after_optimizer_step(self, ctx):
+        self._rec("after_optimizer_step")
+
+    @hookimpl
+    def after_iteration(self, ctx, logs):
+        self._rec("after_iteration")
+
+    @hookimpl
+    def eval_models(self, run):
+        self._rec("eval_models")
+
+    @hookimpl
+    def after_eval(self, run, metrics):
+        self._rec("after_eval")
+
+
+class Observer(Plugin):
+    """Answers only observer hooks, tagged, to check recipe order."""
+
+    name = "observer"
+
+    @attrs.frozen
+    class Config:
+        tag: str = ""
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        CALLS.append(f"{self.config.tag}before_iteration")
+
+
+class Misspelled(Plugin):
+    """Implements a hook that does not exist."""
+
+    name = "misspelled"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def plan_view(self, ctx, hardness):
+        return []
+
+
+class ExtraArgument(Plugin):
+    """Asks for an argument the hook does not pass."""
+
+    name = "extra_argument"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def plan_views(self, ctx, hardness, batch):
+        return []
+
+
+class Broken(Plugin):
+    """Raises inside a hook."""
+
+    name = "broken"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        raise RuntimeError("boom")
+
+
+class Interrupt(Plugin):
+    """Raises KeyboardInterrupt once, at the start of iteration ``at`` (a user's Ctrl-C)."""
+
+    name = "interrupt"
+    fired: list[int] = []
+
+    @attrs.frozen
+    class Config:
+        at: int = 1
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        if ctx.iteration == self.config.at and not Interrupt.fired:
+            Interrupt.fired.append(ctx.iteration)
+            raise KeyboardInterrupt

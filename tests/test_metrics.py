@@ -1,0 +1,70 @@
+"""Dataset-level mIoU and the two evaluation modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssseg.engine.evaluate import predict, sliding_probs, window_starts
+from ssseg.metrics import ConfusionMatrix
+from ssseg.recipe.schema import EvalConfig
+
+
+def test_miou_is_dataset_level_and_excludes_absent_classes():
+    cm = ConfusionMatrix(4)
+    # image 1: class 0 right on 2 px, class 1 predicted as 0 on 1 px; ignore pixel skipped
+    cm.update(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 255]))
+    # image 2: class 1 right on 1 px, class 2 predicted as 1 on 1 px
+    cm.update(torch.tensor([1, 1]), torch.tensor([1, 2]))
+    iou = cm.iou()
+    assert iou[0] == pytest.approx(2 / 3)  # I=2, U=3 (pred 0 on 3 px, gt 0 on 2 px)
+    assert iou[1] == pytest.approx(1 / 3)  # I=1, U = gt{2} + pred{2} - 1 = 3
+    assert iou[2] == 0.0  # present in ground truth, never predicted
+    assert iou[3] is None  # absent from both: no IoU, never counted as 1
+    assert cm.miou() == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
+
+
+def test_out_of_range_target_is_an_error():
+    with pytest.raises(ValueError, match="class 7 but there are 3 classes"):
+        ConfusionMatrix(3).update(torch.tensor([0]), torch.tensor([7]))
+
+
+@given(st.integers(1, 50), st.integers(1, 20), st.integers(1, 20))
+def test_windows_cover_the_image(size, window, stride):
+    starts = window_starts(size, window, stride)
+    covered = torch.zeros(size, dtype=torch.bool)
+    for s in starts:
+        covered[s: s + window] = True
+    assert covered.all() and all(0 <= s and s + min(window, size) <= size for s in starts)
+
+
+class Conv(torch.nn.Module):
+    """A position-independent model: sliding windows must agree with the whole image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(8, 24), st.integers(8, 24))
+def test_sliding_window_equals_whole_image_when_the_window_covers_it(h, w):
+    image = torch.rand(3, h, w)
+    model = Conv()
+    whole = predict(model, image, EvalConfig(mode="whole"), crop=32, num_classes=4)
+    sliding = predict(model, image, EvalConfig(mode="sliding", window=32), crop=32, num_classes=4)
+    assert torch.equal(whole, sliding)
+
+
+def test_sliding_window_sums_softmax_over_overlaps():
+    image = torch.rand(3, 10, 10)
+    total = sliding_probs(Conv(), image, window=6, stride=4, num_classes=4)
+    # every pixel is covered at least once; overlapping pixels sum several softmaxes
+    counts = total.sum(0)
+    assert counts.min() >= 1 - 1e-5 and counts.max() > 1.5

@@ -1,0 +1,63 @@
+"""smp models through the wrapper: any input size, encoder and decoder callable separately."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssseg.errors import UserError
+from ssseg.models import build_model
+from ssseg.recipe.schema import ModelConfig
+
+SMALL = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (33, 47), (17, 9)])
+def test_any_input_size_gives_logits_of_that_size(h, w):
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 5).eval()
+    assert model(torch.rand(2, 3, h, w)).shape == (2, 5, h, w)
+
+
+def test_deeplabv3plus_pads_to_its_output_stride():
+    model = build_model(ModelConfig(arch="DeepLabV3Plus", encoder="resnet18"), 3).eval()
+    assert model.stride == 16
+    assert model(torch.rand(1, 3, 50, 41)).shape == (1, 3, 50, 41)
+
+
+def test_encode_then_decode_equals_forward():
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 4).eval()
+    x = torch.rand(2, 3, 20, 28)
+    assert torch.allclose(model.decode(model.encode(x), (20, 28)), model(x))
+
+
+def test_param_groups_split_encoder_from_head():
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 4)
+    backbone, head = model.param_groups()
+    assert len(backbone) + len(head) == len(list(model.parameters()))
+    assert {id(p) for p in backbone} == {id(p) for p in model.net.encoder.parameters()}
+
+
+def test_local_encoder_weights_are_loaded(tmp_path):
+    source = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 4)
+    path = tmp_path / "enc.pt"
+    torch.save({**source.net.encoder.state_dict(), "fc.weight": torch.zeros(1)}, path)
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", encoder_weights=str(path),
+                                    options=SMALL), 4)
+    for a, b in zip(source.net.encoder.state_dict().values(), model.net.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (ModelConfig(arch="Unett"), "unknown architecture 'Unett'; valid: .*Unet"),
+    (ModelConfig(arch="Unet", encoder="resnet18", encoder_weights="/nope.pt"), "file not found"),
+])
+def test_bad_model_config_is_a_user_error(cfg, message):
+    with pytest.raises(UserError, match=message):
+        build_model(cfg, 3)
+
+
+def test_encoder_weights_of_another_network_are_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"something.weight": torch.zeros(3)}, path)
+    with pytest.raises(UserError, match="no tensor in .* matches the encoder"):
+        build_model(ModelConfig(arch="Unet", encoder="resnet18", encoder_weights=str(path)), 3)
