@@ -68,7 +68,7 @@ def autocontrast(images: Tensor, weight: Tensor) -> Tensor:
 def equalize(images: Tensor, weight: Tensor) -> Tensor:
     """PIL ``ImageOps.equalize``: per-channel histogram equalisation on 256 levels (PIL's LUT)."""
     n, c, h, w = images.shape
-    levels = _to_levels(images).long().view(n * c, h * w)
+    levels = _to_levels(images).long().reshape(n * c, h * w)
     rows = torch.arange(n * c, device=images.device).unsqueeze(1)
     hist = torch.bincount((levels + rows * 256).view(-1), minlength=n * c * 256).view(n * c, 256)
     last_used = 255 - (hist > 0).flip(1).int().argmax(dim=1, keepdim=True)

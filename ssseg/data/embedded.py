@@ -37,7 +37,7 @@ from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
 from ssseg.recipe.structure import ConfigError, structure
 from ssseg.recipe.validators import in_range, positive
 
-CLASS_NAMES = ("background", "disc", "triangle", "cross", "ring")
+CLASS_NAMES = ("background", "disc", "bar", "cross", "ring")
 PALETTE = ((0, 0, 0), (230, 25, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
 NUM_CLASSES = len(CLASS_NAMES)
 RADIUS = (0.20, 0.32)  # object radius range, as a fraction of the image side
@@ -74,12 +74,10 @@ def _shape_masks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     r2 = u * u + v * v
     au, av = np.abs(u), np.abs(v)
     disc = r2 <= 0.85**2
-    tri = np.ones_like(disc)
-    for ang in (np.pi / 2, np.pi / 2 + 2 * np.pi / 3, np.pi / 2 + 4 * np.pi / 3):
-        tri &= (u * np.cos(ang) + v * np.sin(ang)) >= -0.6  # inradius 0.6 -> circumradius 1.2
+    bar = (au <= 1.0) & (av <= 0.3)
     cross = ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0))
     ring = (r2 <= 1.0) & (r2 >= 0.55**2)
-    return np.stack([disc, tri, cross, ring])
+    return np.stack([disc, bar, cross, ring])
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:

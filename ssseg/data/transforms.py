@@ -1,7 +1,8 @@
 """The weak (geometric) pipeline every training view goes through, as in UniMatch.
 
 1. rescale by a factor drawn from U[scale] relative to the image's own size (aspect kept;
-   image bilinear with antialiasing, mask nearest);
+   image bilinear with antialiasing, mask nearest with pixel centres aligned to the image's,
+   like PIL's NEAREST);
 2. pad bottom and right up to the crop (image 0, mask 255, ``valid`` False);
 3. random crop of ``crop`` x ``crop``;
 4. horizontal flip with probability 0.5 when ``flip``.
@@ -18,6 +19,7 @@ import attrs
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from ssseg.data.base import IGNORE_INDEX
@@ -54,7 +56,8 @@ class WeakPipeline:
         if factor != 1.0:
             h, w = max(1, round(h * factor)), max(1, round(w * factor))
             image = F.resize(image, [h, w], antialias=True)  # bilinear
-            mask = F.resize(mask, [h, w]) if mask is not None else None  # nearest for Mask
+            mask = (F.resize(mask, [h, w], interpolation=InterpolationMode.NEAREST_EXACT)
+                    if mask is not None else None)
         pad_h, pad_w = max(self.crop - h, 0), max(self.crop - w, 0)
         valid = torch.ones(h, w, dtype=torch.bool)
         if pad_h or pad_w:
