@@ -32,6 +32,7 @@ def state_of(trainer) -> dict[str, Any]:
                 "generator": trainer.generator.get_state(),
                 "shared_generator": trainer.shared_generator.get_state()},
         "last_eval": trainer.last_eval,
+        "wall_s": trainer.wall_s,
     }
 
 
@@ -80,6 +81,7 @@ def restore(trainer, path: Path) -> None:
     trainer.generator.set_state(rng["generator"])
     trainer.shared_generator.set_state(rng["shared_generator"])
     trainer.last_eval = state.get("last_eval", {})
+    trainer.wall_s = state.get("wall_s", 0.0)
     run.iteration = state["iteration"]
 
 

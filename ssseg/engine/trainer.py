@@ -79,6 +79,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(r.seed * 1000 + run.rank + 1)
         self.shared_generator = torch.Generator().manual_seed(r.seed * 1000)
         self.last_eval: dict[str, Any] = {}
+        self.wall_s = 0.0  # training wall time over all sessions of this run (restored on resume)
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -242,7 +243,8 @@ class Trainer:
         """Evaluate the student and every module from ``eval_models`` on the val set."""
         run, r = self.run, self.run.recipe
         models = {"student": run.student} | self.merge_named(self.hook.eval_models(run=run), "eval_models")
-        metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval"}
+        metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval",
+                                   "wall_s": round(self.wall_s, 3)}
         for name, model in models.items():
             result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
                               num_classes=run.data.num_classes, ignore_index=run.data.ignore_index,
@@ -263,14 +265,16 @@ class Trainer:
         the end, checkpoints every ``run.checkpoint_every`` via ``checkpoint(run)``."""
         run, r = self.run, self.run.recipe
         run.student.train()
-        started, done_at_start = time.perf_counter(), run.iteration
+        started, done_at_start, wall_at_start = time.perf_counter(), run.iteration, self.wall_s
         for labeled, unlabeled in self.batches():
             if run.iteration >= r.optim.iters:
                 break
             logs = self.step(labeled, unlabeled)
             run.iteration += 1
+            self.wall_s = wall_at_start + time.perf_counter() - started
             if run.iteration % r.run.log_every == 0 or run.iteration == r.optim.iters:
-                self.write_metrics({"iteration": run.iteration, "event": "train", **logs})
+                self.write_metrics({"iteration": run.iteration, "event": "train",
+                                    "wall_s": round(self.wall_s, 3), **logs})
                 if self.progress is not None:
                     rate = (time.perf_counter() - started) / (run.iteration - done_at_start)
                     self.progress(run.iteration, r.optim.iters, logs, rate * (r.optim.iters - run.iteration))
