@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
+from ssseg.data.cli import register as register_data
 from ssseg.errors import UserError
 
 
@@ -38,37 +41,64 @@ def _summary(metrics: dict) -> str:
 
 
 def cmd_train(args) -> int:
-    """Train a recipe; writes recipe.yaml, metrics.jsonl and last.pt into the output folder."""
+    """Train a recipe; writes recipe.yaml, metrics.jsonl, last.pt and best.pt into the output
+    folder. SIGINT/SIGTERM save a checkpoint after the current step and exit."""
     from ssseg.engine import checkpoint
+    from ssseg.engine.distributed import init_from_env
     from ssseg.engine.run import build_run
-    from ssseg.engine.trainer import Trainer
+    from ssseg.engine.trainer import Stopped, Trainer
     from ssseg.recipe.load import dump_recipe
 
     recipe = _load(args)
     out = args.out or Path("runs") / args.recipe.stem
-    ckpt = out / checkpoint.LAST
-    if ckpt.exists() and not args.resume:
-        raise UserError(f"{out} already holds a run ({ckpt}); continue it with --resume or "
-                        "choose another --out")
-    if args.resume and not ckpt.exists():
-        raise UserError(f"--resume: no checkpoint at {ckpt}")
-    out.mkdir(parents=True, exist_ok=True)
+    checkpointer = checkpoint.Checkpointer(out, recipe.run.keep_checkpoints)
+    if checkpointer.last.exists() and not args.resume:
+        raise UserError(f"{out} already holds a run ({checkpointer.last}); continue it with --resume "
+                        "or choose another --out")
+    if args.resume and not checkpointer.last.exists():
+        raise UserError(f"--resume: no checkpoint at {checkpointer.last}")
+    init_from_env()
     run = build_run(recipe, out)
-    trainer = Trainer(run, progress=_progress)
+    trainer = Trainer(run, progress=_progress, checkpointer=checkpointer)
     if args.resume:
-        checkpoint.restore(trainer, ckpt)
-        print(f"resumed from {ckpt} at iteration {run.iteration}", file=sys.stderr)
-    (out / "recipe.yaml").write_text(dump_recipe(recipe))
+        checkpoint.restore(trainer, checkpointer.last)
+        _say(run, f"resumed from {checkpointer.last} at iteration {run.iteration}")
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(dump_recipe(recipe))
     try:
-        metrics = trainer.train(checkpoint=lambda r: checkpoint.save(trainer, ckpt))
-    except KeyboardInterrupt:
-        saved = f"the last checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
-        print(f"\ninterrupted at iteration {run.iteration}; {saved}; continue with: "
-              f"ssseg train {args.recipe} --out {out} --resume", file=sys.stderr)
-        return 130
-    print(_summary(metrics))
-    print(f"results in {out}")
+        with stop_on_signals(trainer):
+            metrics = trainer.train()
+    except Stopped as stop:
+        _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; checkpoint saved "
+                  f"to {checkpointer.last}; continue with: ssseg train {args.recipe} --out {out} --resume")
+        return 128 + (stop.signum or 0)
+    if run.is_main:
+        print(_summary(metrics))
+        print(f"results in {out}")
     return 0
+
+
+def _say(run, message: str) -> None:
+    if run.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer):
+    """While training, SIGINT and SIGTERM ask the trainer to save and stop after this step
+    (a second SIGINT interrupts at once)."""
+    def request(signum, _frame):
+        if trainer.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_eval(args) -> int:
@@ -78,8 +108,7 @@ def cmd_eval(args) -> int:
     from ssseg.engine.trainer import Trainer
 
     run = build_run(_load(args))
-    checkpoint.load_weights(run, args.checkpoint)
-    run.iteration = checkpoint.read(args.checkpoint)["iteration"]
+    run.iteration = checkpoint.load_weights(run, args.checkpoint)
     metrics = Trainer(run).evaluate()
     print(_summary(metrics))
     for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/iou")}):
@@ -138,12 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which plugin answers each hook of a recipe")
     _recipe_args(p)
     p.set_defaults(func=cmd_explain)
-    try:
-        from ssseg.data.cli import register as register_data
-    except ModuleNotFoundError:
-        pass
-    else:
-        register_data(sub)
+    register_data(sub)
     return parser
 
 

@@ -42,9 +42,18 @@ class SegModel(nn.Module):
         logits = self.net.segmentation_head(self.net.decoder(features))
         return logits[..., : size[0], : size[1]]
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Logits ``[B,C,H,W]`` for images ``[B,3,H,W]`` in [0, 1]."""
-        return self.decode(self.encode(images), images.shape[-2:])
+    def forward(self, images: Tensor, perturb: tuple[int, int, tuple[float, ...]] | None = None) -> Tensor:
+        """Logits ``[B,C,H,W]`` for images ``[B,3,H,W]`` in [0, 1].
+
+        ``perturb=(start, stop, ps)`` also decodes Dropout2d(p) of the encoder features of rows
+        ``start:stop`` for each p in ``ps`` (feature perturbation, one encoder pass); their
+        logits follow the batch's, in the order of ``ps``.
+        """
+        features = self.encode(images)
+        if perturb is not None:
+            start, stop, ps = perturb
+            features = [torch.cat([f] + [F.dropout2d(f[start:stop], p) for p in ps]) for f in features]
+        return self.decode(features, images.shape[-2:])
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""

@@ -150,3 +150,55 @@ class Interrupt(Plugin):
         if ctx.iteration == self.config.at and not Interrupt.fired:
             Interrupt.fired.append(ctx.iteration)
             raise KeyboardInterrupt
+
+
+class Slow(Plugin):
+    """Sleeps at every step so a test can signal or kill a training process mid-run."""
+
+    name = "slow"
+
+    @attrs.frozen
+    class Config:
+        seconds: float = 0.1
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        import time
+
+        time.sleep(self.config.seconds)
+
+
+class NaNAt(Plugin):
+    """Adds a NaN loss term at iteration ``at``."""
+
+    name = "nan_at"
+
+    @attrs.frozen
+    class Config:
+        at: int = 1
+
+    @hookimpl
+    def extra_losses(self, ctx, unlabeled, pseudo, outputs):
+        import torch
+
+        value = float("nan") if ctx.iteration == self.config.at else 0.0
+        return {"poison": outputs.labeled.sum() * 0 + value}
+
+
+class Decisions(Plugin):
+    """Draws one control-flow decision per step from the shared generator and appends
+    ``rank iteration draw`` lines to ``path`` (one file per rank)."""
+
+    name = "decisions"
+
+    @attrs.frozen
+    class Config:
+        path: str = "decisions"
+
+    @hookimpl
+    def before_iteration(self, ctx):
+        import torch
+
+        draw = float(torch.rand((), generator=ctx.shared_generator))
+        with open(f"{self.config.path}-{ctx.rank}.txt", "a") as f:
+            f.write(f"{ctx.iteration} {draw!r}\n")

@@ -14,6 +14,7 @@ from ssseg.cli import main
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
+from ssseg.errors import UserError
 
 
 def write_recipe(tmp_path, patch=None):
@@ -73,9 +74,9 @@ def test_resume_after_interruption_ends_with_the_same_weights(tmp_path, tiny):
     recorder.Interrupt.fired.clear()
     interrupted = tiny({**patch, "plugins": {"stop": {"use": "recorder:Interrupt", "at": 3}}})
     path = tmp_path / "last.pt"
-    first = Trainer(build_run(interrupted))
+    first = Trainer(build_run(interrupted), checkpointer=checkpoint.Checkpointer(tmp_path))
     with pytest.raises(KeyboardInterrupt):
-        first.train(checkpoint=lambda run: checkpoint.save(first, path))
+        first.train()
     assert checkpoint.read(path)["iteration"] == 2
 
     resumed = Trainer(build_run(interrupted))
@@ -98,13 +99,24 @@ def test_cli_resume_continues_from_the_saved_iteration(tmp_path, capsys):
     assert [r["iteration"] for r in records if r["event"] == "train"] == [1, 2, 3]
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, tiny):
-    trainer = Trainer(build_run(tiny({"optim": {"iters": 1}})))
+@pytest.mark.parametrize("patch, message", [
+    ({"model": {"options": {"decoder_channels": [8, 8, 8]}}}, "model.options"),
+    ({"seed": 3}, "seed: 0 in the checkpoint, 3 in the recipe"),
+    ({"plugins": {"x": {"use": "recorder:Observer"}}}, "plugins:"),
+])
+def test_resume_refuses_a_checkpoint_of_another_recipe(tmp_path, tiny, patch, message):
+    trainer = Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path))
     trainer.train()
-    checkpoint.save(trainer, tmp_path / "last.pt")
-    other = Trainer(build_run(tiny({"model": {"options": {"decoder_channels": [8, 8, 8]}}})))
-    with pytest.raises(Exception, match="does not fit this recipe's model"):
+    other = Trainer(build_run(tiny(patch)))
+    with pytest.raises(UserError, match=f"was written by a different recipe .*{message}"):
         checkpoint.restore(other, tmp_path / "last.pt")
+
+
+def test_resume_may_extend_the_schedule(tmp_path, tiny):
+    Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path)).train()
+    longer = Trainer(build_run(tiny({"optim": {"iters": 2}, "eval": {"every": 1}})))
+    checkpoint.restore(longer, tmp_path / "last.pt")
+    assert longer.run.iteration == 1
 
 
 def test_explain_prints_the_hook_table(tmp_path, capsys):

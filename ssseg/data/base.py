@@ -71,8 +71,4 @@ def _import_builtin() -> None:
     from importlib import import_module
 
     for mod in ("embedded", "voc", "cityscapes", "folder"):
-        try:
-            import_module(f"ssseg.data.{mod}")
-        except ModuleNotFoundError as err:  # a builtin module not written yet
-            if err.name != f"ssseg.data.{mod}":
-                raise
+        import_module(f"ssseg.data.{mod}")

@@ -15,10 +15,9 @@ import attrs
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 
 from ssseg.data.base import IGNORE_INDEX
-from ssseg.data.splits import Pair, SplitLists, load_split, split_names
+from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, load_split, split_names
 from ssseg.errors import UserError
 
 if TYPE_CHECKING:
@@ -57,11 +56,13 @@ Sample = tuple[str, str | None]  # absolute image path, absolute mask path (None
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An RGB image as uint8 ``[3, H, W]`` (grey images are expanded)."""
+    """An RGB image as uint8 ``[3, H, W]`` (grey and palette images are converted)."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as err:
+        with Image.open(path) as img:
+            array = np.array(img.convert("RGB"))
+    except (OSError, ValueError) as err:
         raise BadFile(path, f"unreadable image ({err})") from None
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def read_index_mask(path: str | Path) -> np.ndarray:
@@ -79,7 +80,8 @@ def read_index_mask(path: str | Path) -> np.ndarray:
         raise BadFile(path, f"unreadable mask ({err})") from None
 
 
-def locate(source: ListedSource, pairs: Sequence[Pair], with_masks: bool) -> tuple[list[Sample], list[Problem]]:
+def locate(source: ListedSource, pairs: Sequence[Pair],
+           with_masks: bool) -> tuple[list[Sample], list[Problem]]:
     """Absolute paths of the listed files (masks via ``source.find_mask``) and the missing ones."""
     samples, problems = [], []
     for pair in pairs:
@@ -128,8 +130,8 @@ def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Pr
 def _read_problems(source: ListedSource, samples: Iterable[Sample]) -> list[Problem]:
     problems = []
     for image, mask in samples:
-        if not Path(image).is_file() or (mask is not None and not Path(mask).is_file()):
-            continue  # already reported as missing
+        if not Path(image).is_file():
+            continue  # reported as missing (a missing mask is None here)
         if mask is None:
             try:
                 read_image(image)
@@ -168,9 +170,11 @@ def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]
 def _summary(source: ListedSource, problems: list[Problem]) -> str:
     shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
     more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    shipped = source.split_dir.is_relative_to(SHIPPED_DIR)
+    split_dir = "" if shipped else f" --split-dir {source.split_dir}"
     return (f"dataset {source.name!r} at {source.root}: {len(problems)} problem(s) with the files "
             f"the split lists name (a full report: ssseg data check {source.root} "
-            f"--dataset {source.name}):\n  {shown}{more}")
+            f"--dataset {source.name}{split_dir}):\n  {shown}{more}")
 
 
 def _lists_to_check(source: ListedSource, split: str | None) -> tuple[list[Pair], list[Pair]]:
@@ -199,9 +203,11 @@ def check_source(source: ListedSource, split: str | None = None) -> list[Problem
     return problems + _read_problems(source, [*labeled, *unlabeled])
 
 
-def check_dataset(root: str | Path, dataset: str, split: str | None = None) -> list[Problem]:
-    """Check a dataset on disk; ``split`` None checks every split, the pool and val."""
+def check_dataset(root: str | Path, dataset: str, split: str | None = None,
+                  options: dict | None = None) -> list[Problem]:
+    """Check a dataset on disk; ``split`` None checks every split, the pool and val.
+    ``options`` are the recipe's ``data.options`` (for example ``split_dir``)."""
     from ssseg.data.folder import source_for  # folder imports this module
 
-    return check_source(source_for(dataset, root, {}), split)
+    return check_source(source_for(dataset, root, options), split)
 

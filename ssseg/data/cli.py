@@ -1,6 +1,6 @@
 """``ssseg data``: check a dataset on disk, generate a split.
 
-    ssseg data check ROOT --dataset NAME [--split S]
+    ssseg data check ROOT --dataset NAME [--split S] [--split-dir DIR]
     ssseg data split [--list FILE] [--root ROOT [--dataset NAME]] --labeled N|FRACTION
                      [--seed S] [--stratify] --out DIR
 """
@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("root", help="the dataset's root directory")
     check.add_argument("--dataset", required=True, help="pascal_voc, cityscapes or folder")
     check.add_argument("--split", help="check only this split (and val); default: every split")
+    check.add_argument("--split-dir", help="the split directory, relative to ROOT (default: the "
+                                           "dataset's: shipped for VOC/Cityscapes, splits/ for folder)")
     check.set_defaults(func=run_check)
 
     split = commands.add_parser(
@@ -39,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Draw a seeded labeled subset of a pool of training pairs. --stratify reads "
                     "the masks and balances the subset by the rarest class each image shows.")
     split.add_argument("--list", type=Path, help="the pool: a split list file")
-    split.add_argument("--root", type=Path, help="the dataset root (needed by --stratify); "
-                                                 "without --list the pool is its split directory's pool.txt")
+    split.add_argument("--root", type=Path,
+                       help="the dataset root (needed by --stratify); without --list the pool "
+                            "is its split directory's pool.txt")
     split.add_argument("--dataset", default="folder",
                        help="how to read the dataset at --root (default: folder)")
     split.add_argument("--labeled", required=True, metavar="N|FRACTION",
@@ -54,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """``ssseg data check``: print every problem; 1 if any, else a summary and 0."""
-    problems = check_dataset(args.root, args.dataset, args.split)
+    options = {"split_dir": args.split_dir} if args.split_dir else {}
+    problems = check_dataset(args.root, args.dataset, args.split, options)
     for problem in problems:
         print(problem)
     if problems:

@@ -1,9 +1,11 @@
 """The embedded default dataset: small procedurally generated "shapes" scenes.
 
-Every image is a textured background with a few overlapping flat-coloured objects. An object's
-class is its **shape** (disc, square, triangle, cross, ring); its colour, size, rotation and position
-are random and every colour is shared by every class, so colour alone says "object or not" but never
-"which object". Later objects occlude earlier ones (the mask shows the visible class).
+Every image is a textured, low-saturation background (smooth noise, oriented stripes, pixel noise)
+with 2-4 overlapping objects in one saturated colour. An object's class is its **shape** (disc, bar,
+cross, ring); the objects of one image show distinct shapes in the same random hue (per-object
+brightness differs), and size, rotation and position are random, so colour says "object or not"
+but never "which object". Later objects occlude earlier ones (the mask shows the visible class;
+a ring's hole and the space between a cross's arms are background).
 
 The data are generated in memory (vectorised numpy, about a second for the defaults), seeded by
 ``options.seed`` (the *dataset* seed, independent of the recipe seed, so every run of every recipe
@@ -13,7 +15,7 @@ at the same budget share their labeled images. ``unlabeled = train - labeled``.
 
 Recipe::
 
-    data: {dataset: embedded, split: "20", crop: 32, batch_labeled: 8, batch_unlabeled: 8,
+    data: {dataset: embedded, split: "100", crop: 32, batch_labeled: 8, batch_unlabeled: 8,
            options: {size: 32, train: 2000, val: 500, seed: 0, split_seed: 0}}
 
 ``split`` is the number of labeled training images, or ``"all"`` (no unlabeled set). ``crop``
@@ -40,7 +42,7 @@ from ssseg.recipe.validators import in_range, positive
 CLASS_NAMES = ("background", "disc", "bar", "cross", "ring")
 PALETTE = ((0, 0, 0), (230, 25, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
 NUM_CLASSES = len(CLASS_NAMES)
-RADIUS = (0.20, 0.32)  # object radius range, as a fraction of the image side
+RADIUS = (0.17, 0.28)  # object radius range, as a fraction of the image side
 
 
 @attrs.frozen
@@ -52,8 +54,8 @@ class EmbeddedOptions:
     val: int = attrs.field(default=500, validator=in_range(NUM_CLASSES - 1))  # validation images
     seed: int = attrs.field(default=0, validator=in_range(0))  # dataset seed (images)
     split_seed: int = attrs.field(default=0, validator=in_range(0))  # which images are labeled
-    min_objects: int = attrs.field(default=1, validator=in_range(1, 8))
-    max_objects: int = attrs.field(default=3, validator=in_range(1, 8))
+    min_objects: int = attrs.field(default=2, validator=in_range(1, 8))
+    max_objects: int = attrs.field(default=4, validator=in_range(1, 8))
     noise: float = attrs.field(default=0.04, validator=in_range(0, 0.5))  # per-pixel Gaussian sigma
 
     def __attrs_post_init__(self) -> None:
@@ -68,8 +70,9 @@ class EmbeddedOptions:
 def _shape_masks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside-masks of every shape class at local coordinates (u, v) in object radii.
 
-    Returns bool ``[NUM_CLASSES - 1, *u.shape]`` in class order 1..4. Areas are roughly matched
-    (about 1.9-2.3 r^2) so size says little about the class.
+    Returns bool ``[NUM_CLASSES - 1, *u.shape]`` in class order 1..4 (disc, bar, cross, ring).
+    Extents are matched (a bar is as long as a cross or a ring is wide), so the bounding size
+    says little about the class.
     """
     r2 = u * u + v * v
     au, av = np.abs(u), np.abs(v)
@@ -93,13 +96,13 @@ def _smooth_noise(rng: np.random.Generator, n: int, ch: int, cells: int, size: i
     return up.numpy()
 
 
-def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 1,
-             max_objects: int = 3, noise: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
+def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 2,
+             max_objects: int = 4, noise: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` scenes: images uint8 ``[n, 3, size, size]`` and masks uint8 ``[n, size, size]``.
 
     ``stream`` separates independent sets drawn from one dataset seed (0 = train, 1 = val).
-    Object ``k`` of image ``i`` in the top (last drawn) slot has class ``i % 5 + 1``, so every set
-    of at least 5 images contains every class, visible.
+    The top (last drawn) object of image ``i`` has class ``i % 4 + 1``, so every set of at least 4
+    images contains every class, visible.
     """
     rng = np.random.default_rng([seed, stream])
     k = max_objects
@@ -121,16 +124,27 @@ def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 1,
     # --- objects: slot 0 is drawn first; slot k-1 (always present) is drawn last, on top
     count = rng.integers(min_objects, max_objects + 1, n)
     present = np.arange(k)[None, :] >= (k - count)[:, None]  # [n, k], the last `count` slots
-    cls = rng.integers(1, NUM_CLASSES, (n, k))
-    cls[:, -1] = np.arange(n) % (NUM_CLASSES - 1) + 1
+    # classes: each image's slots take distinct classes (a random permutation, repeated if there
+    # are more slots than classes), so one image shows several shapes in one colour; the top slot
+    # has class i % 4 + 1, so every set of >= 4 images shows every class
+    nfg = NUM_CLASSES - 1
+    perm = np.argsort(rng.uniform(size=(n, nfg)), axis=1) + 1
+    perm = np.tile(perm, (1, -(-k // nfg)))[:, :k]
+    top = np.arange(n) % nfg + 1
+    at = np.argmax(perm == top[:, None], axis=1)
+    rows = np.arange(n)
+    perm[rows, at] = perm[rows, k - 1]
+    perm[:, k - 1] = top
+    cls = perm
     radius = rng.uniform(RADIUS[0], RADIUS[1], (n, k)) * size
     margin = 0.5 * radius
     cx = margin + rng.uniform(0, 1, (n, k)) * (size - 2 * margin)
     cy = margin + rng.uniform(0, 1, (n, k)) * (size - 2 * margin)
     ang = rng.uniform(0, 2 * np.pi, (n, k))
-    # colours: any hue, saturated, shared by every class
-    colour = _hsv_to_rgb(rng.uniform(0, 1, (n, k)), rng.uniform(0.6, 1.0, (n, k)),
-                         rng.uniform(0.5, 1.0, (n, k)))
+    # colours: one random saturated hue per image shared by all its objects (small per-object hue
+    # jitter, random brightness), so within an image colour never tells the classes apart
+    hue = (rng.uniform(0, 1, (n, 1)) + rng.uniform(-0.04, 0.04, (n, k))) % 1.0
+    colour = _hsv_to_rgb(hue, rng.uniform(0.6, 1.0, (n, k)), rng.uniform(0.45, 1.0, (n, k)))
     shade = rng.uniform(-0.06, 0.06, (n, k, 3))  # a mild linear shading gradient across the object
     for j in range(k):
         dx = (xx[None] - cx[:, j, None, None]) / radius[:, j, None, None]

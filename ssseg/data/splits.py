@@ -11,7 +11,7 @@ A split directory holds::
     <split>/labeled.txt    the labeled pairs of one split
     <split>/unlabeled.txt  optional: without it, unlabeled = pool - labeled
 
-The standard VOC and Cityscapes splits ship in this compact form (``ssseg/data/splits``): in every
+The standard VOC and Cityscapes splits ship in this compact form (``ssseg/data/standard_splits``): in every
 one of them the unlabeled list is exactly the pool minus the labeled list, so only the labeled
 lists are stored. The split ``all`` labels the whole pool (no unlabeled set).
 """
@@ -26,8 +26,9 @@ import numpy as np
 
 from ssseg.errors import UserError
 
-SHIPPED_DIR = Path(__file__).parent / "splits"
-POOL_FILE, VAL_FILE, LABELED_FILE, UNLABELED_FILE = "pool.txt", "val.txt", "labeled.txt", "unlabeled.txt"
+SHIPPED_DIR = Path(__file__).parent / "standard_splits"
+POOL_FILE, VAL_FILE = "pool.txt", "val.txt"
+LABELED_FILE, UNLABELED_FILE = "labeled.txt", "unlabeled.txt"
 ALL = "all"
 
 
@@ -112,8 +113,11 @@ def load_split(split_dir: str | Path, split: str) -> SplitLists:
         raise UserError(f"data.options.split_dir: {split_dir} is not a directory")
     valid = split_names(split_dir)
     if split not in valid:
+        meant = [name for name in valid if name.replace("_", "") == split]
+        hint = (f" (YAML reads an unquoted {meant[0]} as the number {split}: write "
+                f"split: \"{meant[0]}\")" if meant else "")
         raise UserError(f"data.split: unknown split {split!r} in {split_dir}; "
-                        f"valid: {', '.join(valid) or '(none: no <split>/labeled.txt there)'}")
+                        f"valid: {', '.join(valid) or '(none: no <split>/labeled.txt there)'}{hint}")
     val = read_list(split_dir / VAL_FILE)
     if split == ALL:
         return SplitLists(labeled=read_list(split_dir / POOL_FILE), unlabeled=None, val=val)

@@ -55,7 +55,9 @@ class WeakPipeline:
         factor = _uniform(*self.scale, generator)
         if factor != 1.0:
             h, w = max(1, round(h * factor)), max(1, round(w * factor))
-            image = F.resize(image, [h, w], antialias=True)  # bilinear
+            # antialiasing only matters when shrinking; torch's antialiased kernels break on
+            # outputs one pixel wide, so those (never real images) go without
+            image = F.resize(image, [h, w], antialias=factor < 1.0 and min(h, w) > 1)  # bilinear
             mask = (F.resize(mask, [h, w], interpolation=InterpolationMode.NEAREST_EXACT)
                     if mask is not None else None)
         pad_h, pad_w = max(self.crop - h, 0), max(self.crop - w, 0)

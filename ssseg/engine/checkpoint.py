@@ -13,7 +13,9 @@ from ssseg.errors import UserError
 from ssseg.hookspecs import HOOKSPEC_VERSION
 from ssseg.recipe.structure import unstructure
 
-LAST = "last.pt"
+LAST, BEST = "last.pt", "best.pt"
+# recipe sections a resumed run may change: schedule length, evaluation and bookkeeping
+RESUMABLE_CHANGES = ("optim.iters", "eval.", "run.")
 
 
 def state_of(trainer) -> dict[str, Any]:
@@ -32,17 +34,41 @@ def state_of(trainer) -> dict[str, Any]:
                 "generator": trainer.generator.get_state(),
                 "shared_generator": trainer.shared_generator.get_state()},
         "last_eval": trainer.last_eval,
+        "best": trainer.best,
         "wall_s": trainer.wall_s,
     }
 
 
-def save(trainer, path: Path) -> None:
-    """Write the checkpoint to ``path`` atomically (rank 0 only)."""
-    if not trainer.run.is_main:
-        return
+def _replace_atomically(write, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state_of(trainer), tmp)
+    write(tmp)
     os.replace(tmp, path)
+
+
+class Checkpointer:
+    """Writes ``last.pt`` (atomically), keeps the last ``keep`` iteration checkpoints as hard
+    links ``iter_<N>.pt``, and ``best.pt``. Only rank 0 writes."""
+
+    def __init__(self, folder: Path, keep: int = 0):
+        self.folder, self.keep = folder, keep
+
+    @property
+    def last(self) -> Path:
+        """The newest checkpoint's path."""
+        return self.folder / LAST
+
+    def save(self, trainer, best: bool = False) -> None:
+        """Write the trainer's state; with ``best`` also make it ``best.pt``."""
+        if not trainer.run.is_main:
+            return
+        _replace_atomically(lambda tmp: torch.save(state_of(trainer), tmp), self.last)
+        if best:
+            _replace_atomically(lambda tmp: os.link(self.last, tmp), self.folder / BEST)
+        if self.keep:
+            it = trainer.run.iteration
+            _replace_atomically(lambda tmp: os.link(self.last, tmp), self.folder / f"iter_{it:07d}.pt")
+            for old in sorted(self.folder.glob("iter_*.pt"))[: -self.keep]:
+                old.unlink()
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -55,38 +81,52 @@ def read(path: Path) -> dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: {err}") from None
 
 
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Key paths where two unstructured recipes differ (``a.b: saved vs current``)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and path != "plugins":
+            out += recipe_differences(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} in the checkpoint, {b!r} in the recipe")
+    return out
+
+
 def restore(trainer, path: Path) -> None:
-    """Continue ``trainer`` from the checkpoint at ``path``; refuses a checkpoint of another
-    model or a plugin set it was not written with."""
+    """Continue ``trainer`` from the checkpoint at ``path``. Refuses a checkpoint written by a
+    different recipe (only the schedule length, ``eval`` and ``run`` may change)."""
     run, state = trainer.run, read(path)
-    missing = set(state.get("plugins", {})) ^ {k for k, p in run.plugins.items() if hasattr(p, "state_dict")}
-    if missing:
-        raise UserError(f"{path}: plugin state does not match the recipe (differs for "
-                        f"{', '.join(sorted(missing))}); resume with the recipe it was written with")
+    changed = [d for d in recipe_differences(state["recipe"], unstructure(run.recipe))
+               if not d.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise UserError(f"{path} was written by a different recipe ({'; '.join(changed[:3])}); "
+                        "resume with the recipe it was written with, or start a new --out")
     try:
         run.student.load_state_dict(state["student"])
         if run.teacher is not None:
-            if state["teacher"] is None:
-                raise UserError(f"{path} holds no teacher but the recipe builds one")
             run.teacher.load_state_dict(state["teacher"])
         run.optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise UserError(f"{path} does not fit this recipe's model: {_first_lines(err)}") from None
-    for key, plugin_state in state.get("plugins", {}).items():
-        run.plugins[key].load_state_dict(plugin_state)
+        for key, plugin in run.plugins.items():
+            if hasattr(plugin, "load_state_dict"):
+                plugin.load_state_dict(state["plugins"][key])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} does not fit this recipe: {_first_lines(err)}") from None
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     trainer.generator.set_state(rng["generator"])
     trainer.shared_generator.set_state(rng["shared_generator"])
-    trainer.last_eval = state.get("last_eval", {})
-    trainer.wall_s = state.get("wall_s", 0.0)
+    trainer.last_eval, trainer.best = state["last_eval"], state["best"]
+    trainer.wall_s = state["wall_s"]
     run.iteration = state["iteration"]
 
 
-def load_weights(run, path: Path) -> None:
-    """Load only the model weights (student and teacher) from a checkpoint, for evaluation."""
+def load_weights(run, path: Path) -> int:
+    """Load only the model weights (student and teacher) from a checkpoint, for evaluation;
+    returns the checkpoint's iteration."""
     state = read(path)
     try:
         run.student.load_state_dict(state["student"])
@@ -94,6 +134,7 @@ def load_weights(run, path: Path) -> None:
             run.teacher.load_state_dict(state["teacher"])
     except (RuntimeError, KeyError) as err:
         raise UserError(f"{path} does not fit this recipe's model: {_first_lines(err)}") from None
+    return state["iteration"]
 
 
 def _first_lines(err: Exception) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ssseg.engine.distributed import all_reduce_sum_, rank_and_world
 from ssseg.metrics import ConfusionMatrix
 from ssseg.recipe.schema import EvalConfig
 
@@ -58,7 +58,7 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, 
     """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks)."""
     was_training = model.training
     model.eval()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     count = len(dataset) if cfg.max_images is None else min(cfg.max_images, len(dataset))
     cm = ConfusionMatrix(num_classes, ignore_index)
     for index in range(rank, count, world):
@@ -66,9 +66,7 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, 
         pred = predict(model, sample["image"].to(device), cfg, crop, num_classes)
         cm.update(pred, sample["mask"].to(device))
     if world > 1:
-        matrix = cm.matrix.to(device)
-        dist.all_reduce(matrix)
-        cm.matrix = matrix.cpu()
+        cm.matrix = all_reduce_sum_(cm.matrix.to(device)).cpu()
     model.train(was_training)
     iou = cm.iou()
     names = class_names or tuple(str(i) for i in range(num_classes))

@@ -9,10 +9,10 @@ from typing import Any
 import attrs
 import pluggy
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ssseg.data.base import DataBundle, build_data
+from ssseg.engine.distributed import rank_and_world
 from ssseg.errors import UserError
 from ssseg.models import SegModel, build_model
 from ssseg.plugin_manager import instantiate, register_plugins
@@ -83,7 +83,7 @@ def build_plugins(recipe: Recipe) -> dict[str, Any]:
 
 def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
     """Build data, model, optimiser and plugins, then call ``setup`` and ``build_teacher``."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
@@ -91,7 +91,10 @@ def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
     pm = register_plugins(plugins.values())
     torch.manual_seed(recipe.seed)
     data = build_data(recipe.data)
-    student = build_model(recipe.model, data.num_classes).to(device)
+    student = build_model(recipe.model, data.num_classes)
+    if recipe.run.sync_bn and world > 1:
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student = student.to(device)
     run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
               plugins=plugins, pm=pm, optimizer=build_optimizer(recipe, student),
               rank=rank, world_size=world)

@@ -9,11 +9,14 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ssseg.engine.checkpoint import Checkpointer
+from ssseg.engine.distributed import any_rank
 from ssseg.engine.evaluate import evaluate
 from ssseg.engine.run import Run
-from ssseg.engine.sampling import EpochSampler
+from ssseg.engine.sampling import EpochSampler, SeededSamples
 from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
                                 UnlabeledBatch, View)
 from ssseg.errors import UserError
@@ -64,11 +67,16 @@ def apply_plan(plan: AugmentationPlan | None, weak: UnlabeledBatch, pseudo: Pseu
 class Trainer:
     """Runs a built :class:`Run`: data loading, steps, evaluation, checkpoints and logs."""
 
-    def __init__(self, run: Run, progress=None):
+    def __init__(self, run: Run, progress=None, checkpointer: Checkpointer | None = None):
         self.run = run
         self.hook = run.pm.hook
         self.progress = progress
+        self.checkpointer = checkpointer
         r = run.recipe
+        self.model = run.student
+        if run.world_size > 1:
+            device_ids = [run.device.index] if run.device.type == "cuda" else None
+            self.model = DistributedDataParallel(run.student, device_ids=device_ids)
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
         n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled)
         batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
@@ -80,6 +88,9 @@ class Trainer:
         self.shared_generator = torch.Generator().manual_seed(r.seed * 1000)
         self.last_eval: dict[str, Any] = {}
         self.wall_s = 0.0  # training wall time over all sessions of this run (restored on resume)
+        self.best: float | None = None  # best headline mIoU so far (teacher if evaluated)
+        self.skipped_steps = 0
+        self.stop_signal: int | None = None  # set by a signal handler; honoured between steps
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -121,7 +132,8 @@ class Trainer:
         lambda_u = hook.unsup_weight(ctx=ctx)
         lambda_u = r.unsup.weight if lambda_u is None else lambda_u
         total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u + sum(extras.values())
-        self.optimize(total)
+        if not self.optimize(total, terms | extras):
+            return {"skipped": 1.0}
         hook.after_optimizer_step(ctx=ctx)
         logs = {"loss": float(total.detach()), "lr": run.optimizer.param_groups[0]["lr"],
                 **{k: float(v.detach()) for k, v in (terms | extras).items()}, **ctx.logs}
@@ -158,33 +170,35 @@ class Trainer:
                 view_inputs: dict[str, tuple[Tensor | None, Pseudo]]) -> StudentOutputs:
         """One student forward (train mode) over labeled images, the weak batch when a
         feature view needs it, and every image view; feature views reuse its encoder pass."""
-        student = self.run.student
+        image_views = [v for v in views if v.kind == "image"]
         feature_views = [v for v in views if v.kind == "feature"]
         parts = [images] + ([unlabeled.image] if feature_views else [])
-        parts += [view_inputs[v.name][0] for v in views if v.kind == "image"]
-        x = torch.cat(parts)
-        features = student.encode(x)
+        parts += [view_inputs[v.name][0] for v in image_views]
         nl = images.shape[0]
+        perturb = None
         if feature_views:
-            nu = unlabeled.image.shape[0]
-            weak_feats = [f[nl: nl + nu] for f in features]
-            features = [torch.cat([f] + [F.dropout2d(w, v.dropout) for v in feature_views])
-                        for f, w in zip(features, weak_feats)]
-        logits = student.decode(features, x.shape[-2:])
+            perturb = (nl, nl + unlabeled.image.shape[0], tuple(v.dropout for v in feature_views))
+        logits = self.model(torch.cat(parts), perturb=perturb)
         sizes = [p.shape[0] for p in parts] + [parts[1].shape[0] if feature_views else 0] * len(feature_views)
         chunks = list(logits.split(sizes))
         labeled_logits = chunks.pop(0)
         weak_logits = chunks.pop(0) if feature_views else None
-        ordered = [v for v in views if v.kind == "image"] + feature_views
-        by_name = {v.name: chunk for v, chunk in zip(ordered, chunks)}
+        by_name = {v.name: chunk for v, chunk in zip(image_views + feature_views, chunks)}
         return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits)
 
-    def optimize(self, total: Tensor) -> None:
-        """Backward, optional gradient clipping, poly learning rate, optimiser step."""
+    def optimize(self, total: Tensor, terms: dict[str, Tensor]) -> bool:
+        """Backward, optional gradient clipping, poly learning rate, optimiser step. A non-finite
+        loss on any rank stops the run naming the bad terms, or (``run.on_nonfinite: skip``)
+        drops the step; returns whether the optimiser stepped."""
         run, o = self.run, self.run.recipe.optim
-        if not torch.isfinite(total):
-            raise UserError(f"iteration {run.iteration}: the loss is {float(total)}; "
-                            "lower optim.lr or check the data")
+        if any_rank(not bool(torch.isfinite(total.detach())), run.device):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v.detach())] or ["the total"]
+            if run.recipe.run.on_nonfinite == "stop":
+                raise NonFiniteLoss(f"iteration {run.iteration}: non-finite loss in {', '.join(bad)}; "
+                                    "the last checkpoint is kept. Lower optim.lr, set optim.clip_grad, "
+                                    "or set run.on_nonfinite: skip")
+            self.skipped_steps += 1
+            return False
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if o.clip_grad is not None:
@@ -193,6 +207,7 @@ class Trainer:
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
         run.optimizer.step()
+        return True
 
     @staticmethod
     def merge_named(answers: list[dict[str, Tensor] | None], hook: str) -> dict[str, Tensor]:
@@ -227,10 +242,8 @@ class Trainer:
         run, r = self.run, self.run.recipe
         sampler = EpochSampler(len(dataset), self.iters_per_epoch * batch, r.seed * 10 + salt, epoch,
                                start * batch, run.rank, run.world_size)
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                          num_workers=r.data.workers, persistent_workers=False,
-                          pin_memory=run.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(r.seed * 7919 + epoch))
+        return DataLoader(SeededSamples(dataset), batch_size=batch, sampler=sampler, drop_last=True,
+                          num_workers=r.data.workers, pin_memory=run.device.type == "cuda")
 
     def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Move a collated batch to the run's device."""
@@ -260,9 +273,14 @@ class Trainer:
             with open(self.run.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
 
-    def train(self, checkpoint=None) -> dict[str, Any]:
+    def headline(self, metrics: dict[str, Any]) -> float:
+        """The number ``best.pt`` tracks: the teacher's mIoU when evaluated, else the student's."""
+        return metrics.get("teacher/miou", metrics["student/miou"])
+
+    def train(self) -> dict[str, Any]:
         """Train from ``run.iteration`` to ``optim.iters``; evaluates every ``eval.every`` and at
-        the end, checkpoints every ``run.checkpoint_every`` via ``checkpoint(run)``."""
+        the end; checkpoints every ``run.checkpoint_every``, at the end, at a new best, and when
+        a stop signal arrives (then raises :class:`Stopped` after saving)."""
         run, r = self.run, self.run.recipe
         run.student.train()
         started, done_at_start, wall_at_start = time.perf_counter(), run.iteration, self.wall_s
@@ -272,17 +290,38 @@ class Trainer:
             logs = self.step(labeled, unlabeled)
             run.iteration += 1
             self.wall_s = wall_at_start + time.perf_counter() - started
-            if run.iteration % r.run.log_every == 0 or run.iteration == r.optim.iters:
+            last = run.iteration == r.optim.iters
+            if run.iteration % r.run.log_every == 0 or last:
                 self.write_metrics({"iteration": run.iteration, "event": "train",
-                                    "wall_s": round(self.wall_s, 3), **logs})
-                if self.progress is not None:
+                                    "wall_s": round(self.wall_s, 3), **logs,
+                                    **({"skipped_steps": self.skipped_steps} if self.skipped_steps else {})})
+                if self.progress is not None and run.is_main:
                     rate = (time.perf_counter() - started) / (run.iteration - done_at_start)
                     self.progress(run.iteration, r.optim.iters, logs, rate * (r.optim.iters - run.iteration))
-            last = run.iteration == r.optim.iters
+            new_best = False
             if run.iteration % r.eval.every == 0 or last:
-                self.write_metrics(self.evaluate())
-            if checkpoint is not None and (run.iteration % r.run.checkpoint_every == 0 or last):
-                checkpoint(run)
+                metrics = self.evaluate()
+                self.write_metrics(metrics)
+                new_best = self.best is None or self.headline(metrics) > self.best
+                self.best = max(self.best or 0.0, self.headline(metrics))
+            stop = any_rank(self.stop_signal is not None, run.device)
+            if self.checkpointer is not None and (run.iteration % r.run.checkpoint_every == 0
+                                                  or last or new_best or stop):
+                self.checkpointer.save(self, best=new_best)
+            if stop:
+                raise Stopped(run.iteration, self.stop_signal)
         if not self.last_eval or self.last_eval["iteration"] != run.iteration:
             self.write_metrics(self.evaluate())
         return self.last_eval
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite (``run.on_nonfinite: stop``)."""
+
+
+class Stopped(Exception):
+    """Training stopped between steps on a signal, after saving a checkpoint."""
+
+    def __init__(self, iteration: int, signum: int | None):
+        super().__init__(f"stopped at iteration {iteration}")
+        self.iteration, self.signum = iteration, signum

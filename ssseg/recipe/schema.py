@@ -93,10 +93,19 @@ class EvalConfig:
 
 @attrs.frozen
 class RunConfig:
-    """``run:`` logging and checkpoint cadence and the CPU thread count."""
+    """``run:`` logging and checkpoint cadence, fault handling, threads, device.
+
+    ``keep_checkpoints``: how many iteration checkpoints to keep besides ``last.pt`` and
+    ``best.pt``. ``on_nonfinite``: ``stop`` (error naming the iteration and the bad loss terms;
+    the last good checkpoint stays) or ``skip`` (drop that step and continue).
+    ``sync_bn``: SyncBatchNorm under multi-process training.
+    """
 
     log_every: int = attrs.field(default=10, validator=positive)
     checkpoint_every: int = attrs.field(default=500, validator=positive)
+    keep_checkpoints: int = attrs.field(default=0, validator=in_range(0))
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    sync_bn: bool = False
     threads: int | None = attrs.field(default=None, validator=positive)
     device: str = "auto"
 
