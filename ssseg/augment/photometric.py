@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2 luma)
-_SMOOTH_KERNEL = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
 _BLUR_PASSES = 3  # PIL's GaussianBlur = 3 extended box blurs per axis
 
 
@@ -43,12 +42,7 @@ def grayscale(images: Tensor) -> Tensor:
 
 def _enhance(degenerate: Tensor, images: Tensor, factor: Tensor) -> Tensor:
     """PIL ``ImageEnhance``: ``Image.blend(degenerate, image, factor)``, clipped to [0, 1]."""
-    return torch.lerp(degenerate.expand_as(images), images, _per_sample(factor, images)).clamp_(0.0, 1.0)
-
-
-def _toward(images: Tensor, transformed: Tensor, weight: Tensor) -> Tensor:
-    """Interpolate from the input (weight 0) to a parameter-free op's output (weight 1)."""
-    return torch.lerp(images, transformed, _per_sample(weight, images))
+    return torch.lerp(degenerate, images, _per_sample(factor, images)).clamp_(0.0, 1.0)
 
 
 def identity(images: Tensor, _: Tensor) -> Tensor:
@@ -58,11 +52,16 @@ def identity(images: Tensor, _: Tensor) -> Tensor:
 
 def autocontrast(images: Tensor, weight: Tensor) -> Tensor:
     """PIL ``ImageOps.autocontrast`` (cutoff 0): stretch each channel's [min, max] to [0, 1]."""
-    low = images.amin(dim=(-2, -1), keepdim=True)
-    high = images.amax(dim=(-2, -1), keepdim=True)
+    low, high = images.flatten(2).aminmax(dim=2)
     spread = high - low
-    stretched = torch.where(spread > 0, (images - low) / spread.clamp(min=1e-12), images)
-    return _toward(images, stretched, weight)
+    flat = spread <= 0  # a constant channel is left alone
+    gain = torch.where(flat, 1.0, 1.0 / spread.clamp(min=1e-12))
+    low = torch.where(flat, 0.0, low)
+    # x + w * (gain * (x - low) - x), folded into one affine map per channel
+    weight = weight.unsqueeze(1)
+    slope = 1.0 + weight * (gain - 1.0)
+    offset = -weight * gain * low
+    return torch.addcmul(offset[..., None, None], images, slope[..., None, None]).clamp_(0.0, 1.0)
 
 
 def equalize(images: Tensor, weight: Tensor) -> Tensor:
@@ -70,52 +69,58 @@ def equalize(images: Tensor, weight: Tensor) -> Tensor:
     n, c, h, w = images.shape
     levels = _to_levels(images).long().reshape(n * c, h * w)
     rows = torch.arange(n * c, device=images.device).unsqueeze(1)
-    hist = torch.bincount((levels + rows * 256).view(-1), minlength=n * c * 256).view(n * c, 256)
+    hist = torch.bincount((levels + rows * 256).reshape(-1), minlength=n * c * 256).view(n * c, 256)
     last_used = 255 - (hist > 0).flip(1).int().argmax(dim=1, keepdim=True)
     step = (hist.sum(dim=1, keepdim=True) - hist.gather(1, last_used)) // 256
     before = hist.cumsum(dim=1) - hist
     lut = ((step // 2 + before) // step.clamp(min=1)).clamp(max=255)
-    lut = torch.where(step > 0, lut, torch.arange(256, device=images.device))
-    equalized = lut.gather(1, levels).view(n, c, h, w).to(images.dtype) / 255.0
-    return _toward(images, equalized, weight)
+    lut = torch.where(step > 0, lut, torch.arange(256, device=images.device)).to(images.dtype) / 255.0
+    equalized = lut.gather(1, levels).view(n, c, h, w)
+    return torch.lerp(images, equalized, _per_sample(weight, images))
 
 
 def invert(images: Tensor, weight: Tensor) -> Tensor:
-    """PIL ``ImageOps.invert``: ``1 - x``."""
-    return _toward(images, 1.0 - images, weight)
+    """PIL ``ImageOps.invert``: ``1 - x`` (``x + w (1 - 2x)`` at weight ``w``)."""
+    weight = _per_sample(weight, images)
+    return torch.addcmul(weight, images, 1.0 - 2.0 * weight)
 
 
 def _box_blur_kernels(sigma: Tensor, passes: int = _BLUR_PASSES) -> Tensor:
-    """PIL's extended box of radius ``l + a`` whose ``passes``-fold repetition has std ``sigma``.
+    """Half-kernels ``[N, R + 1]`` (offsets 0..R) of PIL's extended box blur for std ``sigma``.
 
-    Returns ``[N, K]`` weights: 1 on ``|k| <= l``, ``a`` on ``|k| = l + 1``, normalised by ``2(l+a)+1``.
+    PIL repeats ``passes`` times a box of radius ``l + a`` (weight 1 on ``|k| <= l``, ``a`` on
+    ``|k| = l + 1``, normalised by ``2(l + a) + 1``) chosen so the repetition has variance ``sigma^2``.
     """
     sigma2 = sigma.double() ** 2 / passes
     whole = torch.floor((torch.sqrt(12.0 * sigma2 + 1.0) - 1.0) / 2.0)
     frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * sigma2) / (6 * (sigma2 - (whole + 1) ** 2))
-    reach = int(whole.max()) + 1
-    offsets = torch.arange(-reach, reach + 1, device=sigma.device).abs().unsqueeze(0)
-    taps = torch.where(offsets <= whole.unsqueeze(1), 1.0, torch.where(offsets == whole.unsqueeze(1) + 1, frac.unsqueeze(1), 0.0))
-    return (taps / (2 * (whole + frac) + 1).unsqueeze(1)).to(sigma.dtype)
+    offsets = torch.arange(int(whole.max()) + 2, device=sigma.device).unsqueeze(0)
+    whole, frac = whole.unsqueeze(1), frac.unsqueeze(1)
+    taps = torch.where(offsets <= whole, 1.0, torch.where(offsets == whole + 1, frac, 0.0))
+    return (taps / (2 * (whole + frac) + 1)).to(sigma.dtype)
 
 
-def _depthwise_pass(images: Tensor, kernels: Tensor, vertical: bool) -> Tensor:
-    """Convolve each sample with its own 1-D kernel along one axis, replicating the edges."""
-    n, c, h, w = images.shape
-    reach = kernels.shape[1] // 2
-    weight = kernels.repeat_interleave(c, dim=0).view(n * c, 1, -1, 1) if vertical else kernels.repeat_interleave(c, dim=0).view(n * c, 1, 1, -1)
-    padding = (0, 0, reach, reach) if vertical else (reach, reach, 0, 0)
-    padded = F.pad(images.reshape(1, n * c, h, w), padding, mode="replicate")
-    return F.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
+def _symmetric_pass(images: Tensor, half_kernels: Tensor, dim: int) -> Tensor:
+    """Convolve each sample with its own symmetric 1-D kernel along ``dim``, replicating edges."""
+    reach = half_kernels.shape[1] - 1
+    size = images.shape[dim]
+    padding = (0, 0, reach, reach) if dim == -2 else (reach, reach, 0, 0)
+    padded = F.pad(images, padding, mode="replicate")
+    taps = half_kernels.view(-1, 1, 1, 1, reach + 1)
+    out = images * taps[..., 0]
+    for offset in range(1, reach + 1):
+        pair = padded.narrow(dim, reach - offset, size) + padded.narrow(dim, reach + offset, size)
+        out.addcmul_(pair, taps[..., offset])
+    return out
 
 
 def gaussian_blur(images: Tensor, sigma: Tensor) -> Tensor:
     """PIL ``ImageFilter.GaussianBlur(radius=sigma)``: 3 extended box blurs per axis, edges replicated."""
-    kernels = _box_blur_kernels(sigma)
-    for vertical in (False, True):
+    half_kernels = _box_blur_kernels(sigma)
+    for dim in (-1, -2):
         for _ in range(_BLUR_PASSES):
-            images = _depthwise_pass(images, kernels, vertical)
-    return images
+            images = _symmetric_pass(images, half_kernels, dim)
+    return images.clamp_(0.0, 1.0)
 
 
 def contrast(images: Tensor, factor: Tensor) -> Tensor:
@@ -134,12 +139,14 @@ def color(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def _smooth(images: Tensor) -> Tensor:
-    """PIL ``ImageFilter.SMOOTH`` (3x3, centre 5, /13); the 1-pixel border is copied unfiltered."""
+    """PIL ``ImageFilter.SMOOTH`` (3x3 ones, centre 5, /13); the 1-pixel border is copied unfiltered."""
     if min(images.shape[-2:]) < 3:
         return images
-    kernel = _SMOOTH_KERNEL.to(images).expand(3, 1, 3, 3)
+    rows = images[..., :-2, :] + images[..., 1:-1, :] + images[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     smoothed = images.clone()
-    smoothed[..., 1:-1, 1:-1] = F.conv2d(images, kernel, groups=3)
+    inner = smoothed[..., 1:-1, 1:-1]
+    inner.mul_(4.0).add_(box).div_(13.0)
     return smoothed
 
 
@@ -149,9 +156,9 @@ def sharpness(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def posterize(images: Tensor, bits: Tensor) -> Tensor:
-    """PIL ``ImageOps.posterize``: keep the ``bits`` high bits of each 0..255 level."""
+    """PIL ``ImageOps.posterize``: keep the ``bits`` high bits of each 0..255 level (8 = identity)."""
     step = torch.exp2(8.0 - _per_sample(bits, images))
-    return torch.floor(_to_levels(images) / step) * step / 255.0
+    return (images - torch.remainder(_to_levels(images), step) / 255.0).clamp_(min=0.0)
 
 
 def solarize(images: Tensor, threshold: Tensor) -> Tensor:
@@ -161,17 +168,21 @@ def solarize(images: Tensor, threshold: Tensor) -> Tensor:
 
 
 def hue_shift(images: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the HSV hue by ``shift`` turns (fraction of the hue circle), keeping S and V."""
+    """Rotate the HSV hue by ``shift`` turns (fraction of the hue circle), keeping S and V.
+
+    HSV -> RGB uses ``c = V - V S clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 H) mod 6`` and
+    ``n = 5, 3, 1`` for R, G, B; ``V S`` is the chroma ``max - min``, so S and V are never formed.
+    """
     red, green, blue = images.unbind(dim=1)
-    high, argmax = images.max(dim=1)
-    delta = high - images.min(dim=1).values
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    sextant = torch.stack(((green - blue) / safe, (blue - red) / safe + 2.0, (red - green) / safe + 4.0), dim=1)
-    hue6 = sextant.gather(1, argmax.unsqueeze(1)) + 6.0 * _per_sample(shift, images)
-    channel_phase = images.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
-    k = torch.remainder(channel_phase + hue6, 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    return high.unsqueeze(1) - delta.unsqueeze(1) * ramp
+    low, high = torch.aminmax(images, dim=1)
+    chroma = high - low
+    from_green_or_blue = torch.where(green == high, blue - red + 2 * chroma, red - green + 4 * chroma)
+    hue6 = torch.where(red == high, green - blue, from_green_or_blue)
+    hue6 = hue6.div_(torch.where(chroma > 0, chroma, torch.ones_like(chroma))).unsqueeze(1)
+    phase = images.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1) + 6.0 * _per_sample(shift, images)
+    k = torch.remainder(hue6 + phase, 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return torch.addcmul(high.unsqueeze(1), chroma.unsqueeze(1), ramp, value=-1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,8 +268,10 @@ def sample_imas_plan(
     ops = torch.randint(len(OP_NAMES), shape, generator=generator, device=device)
     magnitudes = torch.rand(shape, generator=generator, device=device)
     signs = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1.0, 1.0)
-    scale = torch.ones(batch_size, device=device) if magnitude_scale is None else magnitude_scale.to(device, torch.float32)
-    params = _resolve_params(ops, magnitudes, signs, scale.view(-1, 1))
+    if magnitude_scale is None:
+        magnitude_scale = torch.ones(batch_size)
+    scale = magnitude_scale.to(device, torch.float32).view(-1, 1)
+    params = _resolve_params(ops, magnitudes, signs, scale)
     return PhotometricPlan(ops=ops, params=params, magnitudes=magnitudes)
 
 
@@ -287,7 +300,9 @@ def sample_fixmatch_plan(
     ``p_blur``. Slots that do not fire hold the identity.
     """
     b_range, c_range, s_range, h_range = jitter
-    jitter_ops = torch.tensor([op_id("brightness"), op_id("contrast"), op_id("color"), op_id("hue")], device=generator.device)
+    device = generator.device
+    jitter_names = ("brightness", "contrast", "color", "hue")
+    jitter_ops = torch.tensor([op_id(name) for name in jitter_names], device=device)
     jitter_params = torch.stack(
         (
             _uniform(1 - b_range, 1 + b_range, batch_size, generator),
@@ -297,7 +312,7 @@ def sample_fixmatch_plan(
         ),
         dim=1,
     )
-    order = torch.rand((batch_size, 4), generator=generator, device=generator.device).argsort(dim=1)
+    order = torch.rand((batch_size, 4), generator=generator, device=device).argsort(dim=1)
     jittered = _chance(p_jitter, batch_size, generator).unsqueeze(1)
     gray = _chance(p_gray, batch_size, generator)
     blurred = _chance(p_blur, batch_size, generator)
@@ -310,21 +325,21 @@ def sample_fixmatch_plan(
         ),
         dim=1,
     )
-    params = torch.cat((jitter_params.gather(1, order), torch.zeros(batch_size, 1, device=generator.device), sigma.unsqueeze(1)), dim=1)
+    gray_params = torch.zeros(batch_size, 1, device=device)
+    params = torch.cat((jitter_params.gather(1, order), gray_params, sigma.unsqueeze(1)), dim=1)
     return PhotometricPlan(ops=ops, params=params)
 
 
 def _apply_slot(images: Tensor, ops: Tensor, params: Tensor) -> Tensor:
-    """Apply one op per sample, transforming the samples that share an op id together."""
-    out = None
+    """Apply one op per sample in place, transforming the samples that share an op id together."""
     for op in ops.unique().tolist():
         if op == IDENTITY:
             continue
         chosen = (ops == op).nonzero().squeeze(1)
-        if out is None:
-            out = images.clone()
-        out[chosen] = _OP_LIST[op].apply(images[chosen], params[chosen])
-    return images if out is None else out
+        if len(chosen) == len(ops):
+            return _OP_LIST[op].apply(images, params)
+        images[chosen] = _OP_LIST[op].apply(images[chosen], params[chosen])
+    return images
 
 
 @torch.no_grad()
@@ -332,9 +347,10 @@ def apply_plan(images: Tensor, plan: PhotometricPlan) -> Tensor:
     """Apply a ``PhotometricPlan`` (iMAS or FixMatch) to float images ``[B, 3, H, W]`` in [0, 1]."""
     ops = plan.ops.to(images.device)
     params = plan.params.to(images.device, images.dtype)
+    out = images.clone()
     for slot in range(ops.shape[1]):
-        images = _apply_slot(images, ops[:, slot], params[:, slot])
-    return images
+        out = _apply_slot(out, ops[:, slot], params[:, slot])
+    return out
 
 
 def blend(weak: Tensor, strong: Tensor, easiness: Tensor) -> Tensor:

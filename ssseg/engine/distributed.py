@@ -38,3 +38,11 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
+
+
+def broadcast_buffers_(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics drift apart between ranks
+    after each process's last forward), so all ranks evaluate the model rank 0 saves."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ssseg.engine.distributed import all_reduce_sum_, rank_and_world
+from ssseg.engine.distributed import all_reduce_sum_, broadcast_buffers_, rank_and_world
 from ssseg.metrics import ConfusionMatrix
 from ssseg.recipe.schema import EvalConfig
 
@@ -58,6 +58,7 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, 
     """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks)."""
     was_training = model.training
     model.eval()
+    broadcast_buffers_(model)
     rank, world = rank_and_world()
     count = len(dataset) if cfg.max_images is None else min(cfg.max_images, len(dataset))
     cm = ConfusionMatrix(num_classes, ignore_index)

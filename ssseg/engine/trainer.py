@@ -76,7 +76,9 @@ class Trainer:
         self.model = run.student
         if run.world_size > 1:
             device_ids = [run.device.index] if run.device.type == "cuda" else None
-            self.model = DistributedDataParallel(run.student, device_ids=device_ids)
+            # smp encoders built with encoder_depth < 5 keep their unused deeper stages
+            self.model = DistributedDataParallel(run.student, device_ids=device_ids,
+                                                 find_unused_parameters=True)
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
         n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled)
         batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
