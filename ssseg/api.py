@@ -5,6 +5,7 @@ implementations marked with :data:`hookimpl`, and optionally ``state_dict()`` /
 ``load_state_dict()`` for state that must survive a checkpoint. See CONTRIBUTING.md.
 """
 
+from ssseg.engine.distributed import all_reduce_sum_
 from ssseg.engine.run import Run
 from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
                                 UnlabeledBatch, View)
@@ -22,6 +23,6 @@ class Plugin:
         self.config = config
 
 
-__all__ = ["AugmentationPlan", "HOOKSPEC_VERSION", "Plugin", "Pseudo", "Run", "StepContext",
+__all__ = ["AugmentationPlan", "all_reduce_sum_", "HOOKSPEC_VERSION", "Plugin", "Pseudo", "Run", "StepContext",
            "StudentOutputs", "UnlabeledBatch", "UserError", "View", "hookimpl", "in_range",
            "positive"]

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ssseg.augment import blend, mix
 from ssseg.engine.checkpoint import Checkpointer
 from ssseg.engine.distributed import any_rank
 from ssseg.engine.evaluate import evaluate
@@ -51,17 +52,12 @@ def apply_plan(plan: AugmentationPlan | None, weak: UnlabeledBatch, pseudo: Pseu
         return image, pseudo
     if plan.photometric is not None:
         strong = plan.photometric(image)
-        image = strong if plan.blend is None else torch.lerp(image, strong, plan.blend.view(-1, 1, 1, 1))
+        image = strong if plan.blend is None else blend(image, strong, plan.blend)
     if plan.cutmix_box is None:
         return image, pseudo
-    box, src = plan.cutmix_box, plan.cutmix_partner
-
-    def mix(t: Tensor) -> Tensor:
-        b = box.unsqueeze(1) if t.dim() == 4 else box
-        return torch.where(b, t[src], t)
-
-    return mix(image), Pseudo(labels=mix(pseudo.labels), conf=mix(pseudo.conf),
-                              valid=mix(pseudo.valid), logits=None)
+    image, labels, conf, valid = mix(plan.cutmix_box, plan.cutmix_partner,
+                                     image, pseudo.labels, pseudo.conf, pseudo.valid)
+    return image, Pseudo(labels=labels, conf=conf, valid=valid, logits=None)
 
 
 class Trainer:
