@@ -86,8 +86,9 @@ def schedule_augmentation(ctx: "StepContext", view: "View", unlabeled: "Unlabele
 
 @_kind("decision")
 def supervised_loss(ctx: "StepContext", logits: "Tensor", target: "Tensor") -> "Tensor | None":
-    """**decision**, after the student forward. Return the scalar loss of labeled ``logits``
-    ``[B,C,H,W]`` against ``target`` ``[B,H,W]``. Default: cross-entropy ignoring 255."""
+    """**decision**, after the student forward, for the labeled ``logits`` ``[B,C,H,W]`` and, with
+    ``model.aux_head``, again for the auxiliary head's logits. Return the scalar loss against
+    ``target`` ``[B,H,W]``. Default: cross-entropy ignoring 255."""
 
 
 @_kind("contribution")

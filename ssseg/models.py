@@ -21,9 +21,11 @@ class SegModel(nn.Module):
     multiple of the encoder's output stride, and the logits are cropped back.
     """
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 aux: nn.Module | None = None):
         super().__init__()
         self.net = net
+        self.aux = aux
         self.stride = _divisor(net)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -42,18 +44,25 @@ class SegModel(nn.Module):
         logits = self.net.segmentation_head(self.net.decoder(features))
         return logits[..., : size[0], : size[1]]
 
-    def forward(self, images: Tensor, perturb: tuple[int, int, tuple[float, ...]] | None = None) -> Tensor:
+    def forward(self, images: Tensor, perturb: tuple[int, int, tuple[float, ...]] | None = None,
+                aux_rows: int = 0) -> Tensor | tuple[Tensor, Tensor]:
         """Logits ``[B,C,H,W]`` for images ``[B,3,H,W]`` in [0, 1].
 
         ``perturb=(start, stop, ps)`` also decodes Dropout2d(p) of the encoder features of rows
         ``start:stop`` for each p in ``ps`` (feature perturbation, one encoder pass); their
-        logits follow the batch's, in the order of ``ps``.
+        logits follow the batch's, in the order of ``ps``. ``aux_rows > 0`` (with an auxiliary
+        head) also returns the auxiliary logits of the first ``aux_rows`` images.
         """
         features = self.encode(images)
+        aux = None
+        if aux_rows and self.aux is not None:
+            aux = F.interpolate(self.aux(features[-2][:aux_rows]), size=features[0].shape[-2:],
+                                mode="bilinear", align_corners=False)[..., : images.shape[-2], : images.shape[-1]]
         if perturb is not None:
             start, stop, ps = perturb
             features = [torch.cat([f] + [F.dropout2d(f[start:stop], p) for p in ps]) for f in features]
-        return self.decode(features, images.shape[-2:])
+        logits = self.decode(features, images.shape[-2:])
+        return logits if aux is None else (logits, aux)
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""
@@ -84,7 +93,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> SegModel:
                         f"options {cfg.options}: {err}") from None
     if cfg.encoder_weights is not None:
         load_encoder_weights(net.encoder, Path(cfg.encoder_weights))
-    return SegModel(net, cfg.mean, cfg.std)
+    aux = auxiliary_head(net.encoder.out_channels[-2], classes) if cfg.aux_head else None
+    return SegModel(net, cfg.mean, cfg.std, aux)
+
+
+def auxiliary_head(in_channels: int, classes: int) -> nn.Module:
+    """The auxiliary head on the encoder's stage-3 features: 3×3 conv → 256 → BN → ReLU → 1×1 conv."""
+    return nn.Sequential(nn.Conv2d(in_channels, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256),
+                         nn.ReLU(inplace=True), nn.Conv2d(256, classes, 1))
 
 
 def load_encoder_weights(encoder: nn.Module, path: Path) -> None:

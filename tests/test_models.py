@@ -61,3 +61,12 @@ def test_encoder_weights_of_another_network_are_refused(tmp_path):
     torch.save({"something.weight": torch.zeros(3)}, path)
     with pytest.raises(UserError, match="no tensor in .* matches the encoder"):
         build_model(ModelConfig(arch="Unet", encoder="resnet18", encoder_weights=str(path)), 3)
+
+
+def test_auxiliary_head_returns_logits_of_the_first_rows_at_full_size():
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", aux_head=True, options=SMALL), 4)
+    logits, aux = model(torch.rand(3, 3, 30, 26), aux_rows=2)
+    assert logits.shape == (3, 4, 30, 26) and aux.shape == (2, 4, 30, 26)
+    assert torch.is_tensor(model(torch.rand(1, 3, 30, 26)))  # no aux requested: logits alone
+    backbone, head = model.param_groups()
+    assert {id(p) for p in model.aux.parameters()} <= {id(p) for p in head}

@@ -132,3 +132,9 @@ def test_plugins_lists_first_party_plugins(capsys):
     assert main(["plugins"]) == 0
     assert any(line.startswith("supervised") and "ssseg" in line and "plan_views" in line
                for line in capsys.readouterr().out.splitlines())
+
+
+def test_auxiliary_head_adds_its_weighted_supervised_loss(tiny):
+    trainer = Trainer(build_run(tiny({**SUPERVISED, "model": {"aux_head": True, "aux_weight": 0.4}})))
+    logs = trainer.step(*next(trainer.batches()))
+    assert logs["loss"] == pytest.approx(logs["loss_x"] + 0.4 * logs["loss_x/aux"], rel=1e-5)

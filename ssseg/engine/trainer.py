@@ -116,6 +116,12 @@ class Trainer:
         if loss_x is None:
             loss_x = cross_entropy(outputs.labeled, labeled["mask"], run.data.ignore_index)
         terms: dict[str, Tensor] = {"loss_x": loss_x}
+        if "aux" in outputs.extras:
+            loss_aux = hook.supervised_loss(ctx=ctx, logits=outputs.extras["aux"], target=labeled["mask"])
+            if loss_aux is None:
+                loss_aux = cross_entropy(outputs.extras["aux"], labeled["mask"], run.data.ignore_index)
+            terms["loss_x/aux"] = loss_aux
+            loss_x = loss_x + r.model.aux_weight * loss_aux
         loss_u = loss_x.new_zeros(())
         for view in views:
             if view.coef == 0:
@@ -176,13 +182,17 @@ class Trainer:
         perturb = None
         if feature_views:
             perturb = (nl, nl + unlabeled.image.shape[0], tuple(v.dropout for v in feature_views))
-        logits = self.model(torch.cat(parts), perturb=perturb)
+        logits = self.model(torch.cat(parts), perturb=perturb, aux_rows=nl)
+        aux = None
+        if isinstance(logits, tuple):
+            logits, aux = logits
         sizes = [p.shape[0] for p in parts] + [parts[1].shape[0] if feature_views else 0] * len(feature_views)
         chunks = list(logits.split(sizes))
         labeled_logits = chunks.pop(0)
         weak_logits = chunks.pop(0) if feature_views else None
         by_name = {v.name: chunk for v, chunk in zip(image_views + feature_views, chunks)}
-        return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits)
+        return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits,
+                              extras={"aux": aux} if aux is not None else {})
 
     def optimize(self, total: Tensor, terms: dict[str, Tensor]) -> bool:
         """Backward, optional gradient clipping, poly learning rate, optimiser step. A non-finite
@@ -240,8 +250,10 @@ class Trainer:
         run, r = self.run, self.run.recipe
         sampler = EpochSampler(len(dataset), self.iters_per_epoch * batch, r.seed * 10 + salt, epoch,
                                start * batch, run.rank, run.world_size)
+        # an explicit generator keeps the loader's worker seeding off the global RNG stream
         return DataLoader(SeededSamples(dataset), batch_size=batch, sampler=sampler, drop_last=True,
-                          num_workers=r.data.workers, pin_memory=run.device.type == "cuda")
+                          num_workers=r.data.workers, pin_memory=run.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(r.seed * 7919 + epoch))
 
     def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Move a collated batch to the run's device."""

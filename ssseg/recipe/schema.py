@@ -23,6 +23,8 @@ class ModelConfig:
     ``encoder_weights`` is null (random init) or the path of a local state-dict file for the
     encoder; nothing is downloaded. ``classes`` defaults to the dataset's class count.
     ``options`` are passed to the smp constructor (for example ``encoder_output_stride: 16``).
+    ``aux_head`` adds an auxiliary head on the encoder's stage-3 features, trained with the
+    supervised loss × ``aux_weight`` on the labeled images (the Cityscapes recipes).
     """
 
     arch: str = "DeepLabV3Plus"
@@ -30,6 +32,7 @@ class ModelConfig:
     encoder_weights: str | None = None
     classes: int | None = attrs.field(default=None, validator=positive)
     aux_head: bool = False
+    aux_weight: float = attrs.field(default=0.4, validator=in_range(0))
     mean: tuple[float, float, float] = _IMAGENET_MEAN
     std: tuple[float, float, float] = _IMAGENET_STD
     options: dict[str, Any] = attrs.field(factory=dict)

@@ -1,0 +1,62 @@
+"""FixMatch for semantic segmentation (Sohn et al. 2020; the segmentation version of Yang et al.,
+CVPR 2023). The teacher (the online student, or an EMA teacher) labels the weak view x_w in eval
+mode, ŷ = argmax p(x_w), conf = max p(x_w); the student learns ŷ on one strong view
+
+    x_s = CutMix(A_s(x_w), A_s(x_w^mix))
+    A_s = ColorJitter(0.5, 0.5, 0.5, 0.25) w.p. 0.8 → grayscale w.p. 0.2 → blur σ~U[0.1, 2] w.p. 0.5
+    CutMix w.p. 0.5: a box of area U[0.02, 0.4]·H·W and aspect U[0.3, 1/0.3] fully inside the crop;
+    inside it the image, ŷ, conf and validity come from the mix batch
+
+    L_u = Σ_p CE(f(x_s)_p, ŷ_p) · 1[conf_p ≥ τ] · valid_p / Σ_p valid_p,     L = (L_x + L_u) / 2
+
+The mix batch is the batch reversed (image i receives from image B−1−i), which the spec allows and
+which never pairs an image with itself for even B. The threshold τ comes from
+``confidence_threshold``, the halves from ``unsup: {weight: 0.5, supervised_weight: 0.5}``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import attrs
+import torch
+from torch import Tensor
+
+from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch, View, hookimpl,
+                       in_range)
+from ssseg.augment.cutmix import fixmatch_boxes
+from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
+
+
+class FixMatch(Plugin):
+    """One strong view "strong" (coefficient 1), colour-jittered, blurred and CutMixed."""
+
+    name = "fixmatch"
+
+    @attrs.frozen
+    class Config:
+        """Probabilities of A_s's colour jitter, grayscale and blur, and of CutMix."""
+
+        p_jitter: float = attrs.field(default=0.8, validator=in_range(0, 1))
+        p_gray: float = attrs.field(default=0.2, validator=in_range(0, 1))
+        p_blur: float = attrs.field(default=0.5, validator=in_range(0, 1))
+        p_cutmix: float = attrs.field(default=0.5, validator=in_range(0, 1))
+
+    @hookimpl
+    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+        """x_s, with loss coefficient 1."""
+        return [View("strong", coef=1.0)]
+
+    @hookimpl
+    def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch,
+                              pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan:
+        """Fresh per-sample draws of A_s and of a CutMix box from ``ctx.generator`` on every call,
+        so two views of one step are independent; the partner is the reversed batch."""
+        c = self.config
+        b, _, h, w = unlabeled.image.shape
+        photometric = sample_fixmatch_plan(b, ctx.generator, p_jitter=c.p_jitter, p_gray=c.p_gray,
+                                           p_blur=c.p_blur)
+        box = fixmatch_boxes(b, (h, w), ctx.generator, p=c.p_cutmix)
+        return AugmentationPlan(photometric=functools.partial(apply_plan, plan=photometric),
+                                cutmix_box=box.to(ctx.device),
+                                cutmix_partner=torch.arange(b - 1, -1, -1, device=ctx.device))

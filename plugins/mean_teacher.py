@@ -1,0 +1,77 @@
+"""Mean teacher (Tarvainen & Valpola, 2017): the teacher is an exponential moving average of the
+student, and it makes the pseudo-labels.
+
+After every optimiser step t (the global 0-based iteration counter), over parameters **and**
+buffers:
+
+    d_t = min(1 − 1/(t + 1), α)          α = ``decay``; d_t = 0 during the first ``warmup_epochs``
+    θ'_t = d_t · θ'_{t−1} + (1 − d_t) · θ_t
+
+so the teacher θ' starts as an exact copy of the student θ and its averaging window grows to
+1/(1 − α) steps. iMAS uses ``warmup_epochs: 1`` (the teacher copies the student through epoch 0,
+then d = 0.996 at once, as the released code counts t globally). Integer buffers (BatchNorm's ``num_batches_tracked``) are copied.
+
+Composed with ``fixmatch`` (or ``unimatch``, or iMAS's plugins) and ``confidence_threshold``, the
+core takes the pseudo-labels from the eval-mode teacher: the modern mean teacher of U2PL, AugSeg,
+iMAS and UniMatch V2. The classic variant's consistency cost is the separate plugin
+``mse_consistency``.
+"""
+
+from __future__ import annotations
+
+import copy
+import attrs
+import torch
+from torch import nn
+
+from ssseg.api import Plugin, Run, StepContext, hookimpl, in_range
+
+
+class MeanTeacher(Plugin):
+    """An EMA teacher of the student that makes the pseudo-labels and is evaluated too."""
+
+    name = "mean_teacher"
+
+    @attrs.frozen
+    class Config:
+        """``decay`` α; ``warmup_epochs`` during which the teacher copies the student (d = 0)."""
+
+        decay: float = attrs.field(default=0.996, validator=in_range(0, 1, hi_open=True))
+        warmup_epochs: int = attrs.field(default=0, validator=in_range(0))
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.teacher: nn.Module | None = None
+
+    @hookimpl
+    def build_teacher(self, run: Run, student: nn.Module) -> nn.Module:
+        """θ' ← θ: a frozen copy of the student in eval mode."""
+        self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
+        return self.teacher
+
+    def decay_at(self, ctx: StepContext) -> float:
+        """d_t = min(1 − 1/(t + 1), α) with t the global iteration; 0 during the warm-up."""
+        if ctx.epoch < self.config.warmup_epochs:
+            return 0.0
+        return min(1.0 - 1.0 / (ctx.iteration + 1), self.config.decay)
+
+    @hookimpl
+    @torch.no_grad()
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """θ'_t = d_t·θ'_{t−1} + (1 − d_t)·θ_t over parameters and float buffers; copy the rest."""
+        d = self.decay_at(ctx)
+        teacher = [*self.teacher.parameters(), *self.teacher.buffers()]
+        student = [*ctx.student.parameters(), *ctx.student.buffers()]
+        pairs = list(zip(teacher, student, strict=True))
+        floats = [pair for pair in pairs if pair[0].is_floating_point()]
+        counts = [pair for pair in pairs if not pair[0].is_floating_point()]
+        if floats:
+            torch._foreach_lerp_(*map(list, zip(*floats)), 1.0 - d)  # θ' + (1 − d)(θ − θ')
+        if counts:
+            torch._foreach_copy_(*map(list, zip(*counts)))
+        ctx.log("ema_decay", d)
+
+    @hookimpl
+    def eval_models(self, run: Run) -> dict[str, nn.Module]:
+        """Evaluate the teacher beside the student."""
+        return {"teacher": self.teacher}

@@ -1,0 +1,53 @@
+"""The classic mean teacher's consistency cost (Tarvainen & Valpola, 2017), as in TorchSemiSeg.
+
+Student f(·; θ) and teacher f(·; θ') see the same weak unlabeled batch x (the teacher in eval
+mode: its logits are the core's pseudo-label logits); the cost is the squared distance between
+their softmax outputs σ, averaged over valid pixels p and classes C:
+
+    J = w · Σ_p valid_p · ‖σ(f(x; θ))_p − σ(f(x; θ'))_p‖² / (C · Σ_p valid_p)       w = ``weight``
+
+J is added as the extra loss ``consistency`` (λ_u does not scale it; no threshold, no ramp-up).
+The student sees x as a coefficient-0 view "weak" that this plugin plans, so it answers the
+decision hook ``plan_views`` and cannot be combined with another view planner (fixmatch,
+unimatch, imas_augmentation). Compose it with ``mean_teacher: {decay: 0.99}``.
+"""
+
+from __future__ import annotations
+
+import attrs
+from torch import Tensor
+
+from ssseg.api import (Plugin, Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, hookimpl,
+                       in_range)
+
+WEAK = "weak"
+
+
+class MSEConsistency(Plugin):
+    """Softmax mean-squared-error consistency between student and teacher on the weak view."""
+
+    name = "mse_consistency"
+
+    @attrs.frozen
+    class Config:
+        """``weight`` w of the consistency cost."""
+
+        weight: float = attrs.field(default=100.0, validator=in_range(0))
+
+    @hookimpl
+    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+        """The student sees the weak batch unchanged (no CE loss: coefficient 0)."""
+        return [View(WEAK, coef=0.0)]
+
+    @hookimpl
+    def extra_losses(self, ctx: StepContext, unlabeled: UnlabeledBatch | None, pseudo: Pseudo | None,
+                     outputs: StudentOutputs) -> dict[str, Tensor] | None:
+        """J = w · mean over valid pixels and classes of (σ(student) − σ(teacher))²."""
+        if pseudo is None:
+            return None
+        student = outputs.views[WEAK].softmax(1)
+        teacher = pseudo.logits.softmax(1)
+        valid = pseudo.valid.to(student.dtype)
+        squared = ((student - teacher) ** 2).sum(1)
+        j = (squared * valid).sum() / (valid.sum().clamp_min(1) * student.shape[1])
+        return {"consistency": self.config.weight * j}

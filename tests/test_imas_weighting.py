@@ -1,0 +1,96 @@
+"""iMAS hardness-weighted loss: the core's view loss with these weights is the paper's L."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imas_support import make_ctx, resume_matches_straight_run, two_iterations_are_finite
+from ssseg.api import AugmentationPlan, Pseudo, UnlabeledBatch, View
+from ssseg.engine.trainer import apply_plan, product_of, weighted_view_loss
+from ssseg.plugin_manager import instantiate
+from ssseg.recipe.structure import ConfigError
+
+TAU = 0.6
+
+
+def fixed_case(b=3, c=4, h=5, w=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, h, w, generator=g)
+    labels = torch.randint(c, (b, h, w), generator=g)
+    conf = torch.rand(b, h, w, generator=g)
+    hardness = torch.rand(b, generator=g)
+    pseudo = Pseudo(labels=labels, conf=conf, valid=torch.ones(b, h, w, dtype=torch.bool))
+    return logits, pseudo, hardness
+
+
+def core_loss(logits, pseudo, hardness, view=View("strong")):
+    """The core's view loss with the weights of confidence_threshold × imas_weighting."""
+    ctx = make_ctx()
+    answers = [instantiate(k, p).weight_loss(ctx=ctx, view=view, pseudo=pseudo, hardness=hardness)
+               for k, p in (("confidence_threshold", {"threshold": TAU}), ("imas_weighting", {}))]
+    return weighted_view_loss(logits, pseudo, product_of(answers, pseudo.conf))
+
+
+def paper_loss(logits, pseudo, hardness):
+    """ℓ_i = (1/(H·W)) Σ_p 1[conf ≥ τ]·CE;  L = (1/B) Σ_i e_i ℓ_i, written out by hand."""
+    log_p = logits.log_softmax(1).gather(1, pseudo.labels.unsqueeze(1)).squeeze(1)
+    ell = (-(log_p) * (pseudo.conf >= TAU)).mean(dim=(1, 2))
+    return ((1 - hardness) * ell).mean()
+
+
+def test_weighted_loss_equals_the_paper_formula():
+    logits, pseudo, hardness = fixed_case()
+    assert core_loss(logits, pseudo, hardness).item() == pytest.approx(paper_loss(logits, pseudo, hardness).item(), rel=1e-6)
+
+
+def test_without_weighting_the_loss_is_the_thresholded_mean_over_all_pixels():
+    logits, pseudo, _ = fixed_case()
+    assert core_loss(logits, pseudo, torch.zeros(3)).item() == pytest.approx(
+        paper_loss(logits, pseudo, torch.zeros(3)).item(), rel=1e-6)
+
+
+def test_cutmix_view_is_weighted_by_the_receiving_image():
+    # Image 0 (e = 1) receives a box from image 1 (e = 0) and vice versa. Only image 0's mixed map
+    # counts, its box pixels (labelled by image 1's pseudo-labels) included.
+    logits, pseudo, _ = fixed_case(b=2)
+    hardness = torch.tensor([0.0, 1.0])
+    box = torch.zeros(2, 5, 6, dtype=torch.bool)
+    box[:, 1:4, 2:5] = True
+    weak = UnlabeledBatch(torch.rand(2, 3, 5, 6), pseudo.valid)
+    _, mixed = apply_plan(AugmentationPlan(cutmix_box=box, cutmix_partner=torch.tensor([1, 0])), weak, pseudo)
+    loss = core_loss(logits, mixed, hardness, View("cutmix", 0.5))
+    assert loss.item() == pytest.approx(paper_loss(logits, mixed, hardness).item(), rel=1e-6)
+    only_0 = paper_loss(logits[:1], Pseudo(mixed.labels[:1], mixed.conf[:1], mixed.valid[:1]), torch.zeros(1)) / 2
+    assert loss.item() == pytest.approx(only_0.item(), rel=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=6))
+def test_weights_are_easiness_per_instance_without_gradient(gammas):
+    hardness = torch.tensor(gammas, requires_grad=True)
+    weight = instantiate("imas_weighting", {}).weight_loss(
+        ctx=make_ctx(), view=View("strong"), pseudo=None, hardness=hardness)
+    assert weight.shape == hardness.shape and not weight.requires_grad
+    assert torch.allclose(weight, 1 - hardness.detach())
+
+
+def test_config_has_no_parameters():
+    instantiate("imas_weighting", {})
+    with pytest.raises(ConfigError, match="plugins.imas_weighting.normalise: unknown key"):
+        instantiate("imas_weighting", {"normalise": True})
+
+
+# Composed with another strategy: FixMatch's views weighted by iMAS's easiness.
+ON_FIXMATCH = {"fixmatch": {}, "confidence_threshold": {"threshold": 0.3},
+               "imas_hardness": {"threshold": 0.3}, "imas_weighting": {}}
+
+
+def test_two_iterations_on_fixmatch_are_finite():
+    assert "loss_u/strong" in two_iterations_are_finite(ON_FIXMATCH)
+
+
+def test_resume_continues_exactly(tmp_path):
+    resume_matches_straight_run(ON_FIXMATCH, tmp_path)
