@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ssseg.data.cli import register as register_data
 from ssseg.errors import UserError
+from ssseg.suite.cli import register as register_suite
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     p.set_defaults(func=cmd_explain)
     register_data(sub)
+    register_suite(sub)
     return parser
 
 

@@ -91,10 +91,20 @@ def build_model(cfg: ModelConfig, num_classes: int) -> SegModel:
     except (KeyError, ValueError, TypeError) as err:
         raise UserError(f"model: cannot build {cfg.arch} with encoder {cfg.encoder!r} and "
                         f"options {cfg.options}: {err}") from None
+    drop_unused_stages(net.encoder)
     if cfg.encoder_weights is not None:
         load_encoder_weights(net.encoder, Path(cfg.encoder_weights))
     aux = auxiliary_head(net.encoder.out_channels[-2], classes) if cfg.aux_head else None
     return SegModel(net, cfg.mean, cfg.std, aux)
+
+
+def drop_unused_stages(encoder: nn.Module) -> None:
+    """Delete the ResNet stages an encoder built with ``encoder_depth`` < 5 never runs (smp keeps
+    them), so they cost no memory, no checkpoint space and no unused DDP parameters."""
+    depth = getattr(encoder, "_depth", 5)
+    for stage in range(max(depth, 1), 5):  # layer k runs only when depth >= k + 1
+        if isinstance(getattr(encoder, f"layer{stage}", None), nn.Module):
+            delattr(encoder, f"layer{stage}")
 
 
 def auxiliary_head(in_channels: int, classes: int) -> nn.Module:

@@ -1,7 +1,7 @@
 """The embedded default dataset: small procedurally generated "shapes" scenes.
 
 Every image is a textured, low-saturation background (smooth noise, oriented stripes, pixel noise)
-with 2-4 overlapping objects in one saturated colour. An object's class is its **shape** (disc, bar,
+with 2-4 overlapping objects in one saturated colour. An object's class is its **shape** (disc,
 cross, ring); the objects of one image show distinct shapes in the same random hue (per-object
 brightness differs), and size, rotation and position are random, so colour says "object or not"
 but never "which object". Later objects occlude earlier ones (the mask shows the visible class;
@@ -39,8 +39,8 @@ from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
 from ssseg.recipe.structure import ConfigError, structure
 from ssseg.recipe.validators import in_range, positive
 
-CLASS_NAMES = ("background", "disc", "bar", "cross", "ring")
-PALETTE = ((0, 0, 0), (230, 25, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
+CLASS_NAMES = ("background", "disc", "cross", "ring")
+PALETTE = ((0, 0, 0), (230, 25, 75), (0, 130, 200), (245, 130, 48))
 NUM_CLASSES = len(CLASS_NAMES)
 RADIUS = (0.17, 0.28)  # object radius range, as a fraction of the image side
 
@@ -70,17 +70,15 @@ class EmbeddedOptions:
 def _shape_masks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside-masks of every shape class at local coordinates (u, v) in object radii.
 
-    Returns bool ``[NUM_CLASSES - 1, *u.shape]`` in class order 1..4 (disc, bar, cross, ring).
-    Extents are matched (a bar is as long as a cross or a ring is wide), so the bounding size
-    says little about the class.
+    Returns bool ``[NUM_CLASSES - 1, *u.shape]`` in class order 1..3 (disc, cross, ring). Areas
+    are matched (disc 2.27 r^2, cross 2.04 r^2, ring 2.19 r^2), so size says nothing about the class.
     """
     r2 = u * u + v * v
     au, av = np.abs(u), np.abs(v)
     disc = r2 <= 0.85**2
-    bar = (au <= 1.0) & (av <= 0.3)
     cross = ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0))
     ring = (r2 <= 1.0) & (r2 >= 0.55**2)
-    return np.stack([disc, bar, cross, ring])
+    return np.stack([disc, cross, ring])
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -101,8 +99,8 @@ def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 2,
     """Generate ``n`` scenes: images uint8 ``[n, 3, size, size]`` and masks uint8 ``[n, size, size]``.
 
     ``stream`` separates independent sets drawn from one dataset seed (0 = train, 1 = val).
-    The top (last drawn) object of image ``i`` has class ``i % 4 + 1``, so every set of at least 4
-    images contains every class, visible.
+    The top (last drawn) object of image ``i`` has class ``i % 3 + 1``, so every set of at least 3
+    consecutive images contains every class, visible.
     """
     rng = np.random.default_rng([seed, stream])
     k = max_objects
@@ -126,7 +124,7 @@ def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 2,
     present = np.arange(k)[None, :] >= (k - count)[:, None]  # [n, k], the last `count` slots
     # classes: each image's slots take distinct classes (a random permutation, repeated if there
     # are more slots than classes), so one image shows several shapes in one colour; the top slot
-    # has class i % 4 + 1, so every set of >= 4 images shows every class
+    # has class i % 3 + 1, so every set of >= 3 images shows every class
     nfg = NUM_CLASSES - 1
     perm = np.argsort(rng.uniform(size=(n, nfg)), axis=1) + 1
     perm = np.tile(perm, (1, -(-k // nfg)))[:, :k]
