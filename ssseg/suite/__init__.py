@@ -1,0 +1,1 @@
+"""Suites: recipes × variants × seeds, run as subprocesses and compared in a report."""

@@ -1,0 +1,138 @@
+"""Pictures of predictions: colour-coded masks in the dataset's palette, overlays, and the suite
+report's grid of validation images predicted by each variant beside the ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+from ssseg.errors import UserError
+from ssseg.recipe.schema import Recipe
+
+if TYPE_CHECKING:
+    from ssseg.engine.run import Run
+    from ssseg.suite.report import SuiteResults
+
+IGNORE_COLOUR = (255, 255, 255)
+CELL = 128  # grid cell height in pixels
+
+
+def colour_mask(mask: Tensor, palette: tuple[tuple[int, int, int], ...], ignore_index: int = 255) -> Image.Image:
+    """A paletted PNG image of class indices ``[H,W]``: pixel values are the classes, shown in
+    the dataset's colours (``ignore_index`` in white)."""
+    colours = [(0, 0, 0)] * 256
+    colours[: len(palette)] = palette
+    if 0 <= ignore_index < 256:
+        colours[ignore_index] = IGNORE_COLOUR
+    image = Image.fromarray(mask.to(torch.uint8).cpu().numpy())  # mode L; putpalette makes it P
+    image.putpalette([c for rgb in colours for c in rgb])
+    return image
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """An RGB image from a ``[3,H,W]`` tensor in [0, 1]."""
+    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+
+
+def overlay(image: Tensor, mask: Image.Image, alpha: float = 0.5) -> Image.Image:
+    """The image ``[3,H,W]`` in [0, 1] blended with a colour mask (``alpha`` = mask weight)."""
+    return Image.blend(to_pil(image), mask.convert("RGB"), alpha)
+
+
+def read_image(path: Path) -> Tensor:
+    """An image file as a ``[3,H,W]`` float tensor in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor(img.convert("RGB")).float() / 255
+    except (OSError, UnidentifiedImageError) as err:
+        raise UserError(f"cannot read image {path}: {err}") from None
+
+
+def load_model(recipe: Recipe, checkpoint: Path, model: str = "student") -> tuple[Run, torch.nn.Module]:
+    """Build the recipe's run, load the checkpoint's weights, and return the run with the module
+    ``model`` (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
+    from ssseg.engine.checkpoint import load_weights
+    from ssseg.engine.run import build_run
+    from ssseg.engine.trainer import Trainer
+
+    run = build_run(recipe)
+    load_weights(run, checkpoint)
+    models = {"student": run.student} | Trainer.merge_named(run.hook.eval_models(run=run), "eval_models")
+    if model not in models:
+        raise UserError(f"--model {model}: this recipe evaluates {', '.join(models)}")
+    return run, models[model].eval()
+
+
+def predict_mask(run: Run, module: torch.nn.Module, image: Tensor) -> Tensor:
+    """Class indices ``[H,W]`` for ``image`` ``[3,H,W]`` with the recipe's evaluation mode."""
+    from ssseg.engine.evaluate import predict
+
+    r = run.recipe
+    return predict(module, image.to(run.device), r.eval, r.data.crop, run.data.num_classes).cpu()
+
+
+def predict_files(recipe: Recipe, checkpoint: Path, images: list[Path], out: Path,
+                  model: str = "student") -> list[Path]:
+    """Write ``<stem>_mask.png`` (paletted) and ``<stem>_overlay.png`` for each image into ``out``."""
+    run, module = load_model(recipe, checkpoint, model)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        image = read_image(path)
+        mask = colour_mask(predict_mask(run, module, image), run.data.palette, run.data.ignore_index)
+        written += [out / f"{path.stem}_mask.png", out / f"{path.stem}_overlay.png"]
+        mask.save(written[-2])
+        overlay(image, mask).save(written[-1])
+    return written
+
+
+def _cell(image: Image.Image) -> Image.Image:
+    width = max(1, round(image.width * CELL / image.height))
+    return image.convert("RGB").resize((width, CELL), Image.Resampling.NEAREST)
+
+
+def grid(columns: dict[str, list[Image.Image]]) -> Image.Image:
+    """Columns of equally many images under their titles, each scaled to a height of ``CELL``."""
+    cells = {t: [_cell(im) for im in ims] for t, ims in columns.items()}
+    widths = [max(im.width for im in ims) for ims in cells.values()]
+    rows = len(next(iter(cells.values())))
+    header = 16
+    canvas = Image.new("RGB", (sum(widths) + 4 * len(widths), header + rows * (CELL + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for (title, ims), width in zip(cells.items(), widths):
+        draw.text((x + 2, 2), title[: max(4, width // 6)], fill="black")
+        for row, im in enumerate(ims):
+            canvas.paste(im, (x, header + row * (CELL + 4)))
+        x += width + 4
+    return canvas
+
+
+def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
+    """``predictions.png``: the first ``count`` validation images, their ground truth, and each
+    variant's student prediction (first seed with a finished run, its ``last.pt``)."""
+    from ssseg.recipe.load import build_recipe, read_yaml
+
+    columns: dict[str, list[Image.Image]] = {}
+    for variant in results.variants:
+        if not results.evals[variant]:
+            continue
+        run_dir = results.run_dir(variant, min(results.evals[variant]))
+        recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
+        run, module = load_model(recipe, run_dir / "last.pt")
+        samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
+        if not columns:
+            columns["image"] = [to_pil(s["image"]) for s in samples]
+            columns["ground truth"] = [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
+                                       for s in samples]
+        columns[variant] = [colour_mask(predict_mask(run, module, s["image"]), run.data.palette)
+                            for s in samples]
+    if not columns:
+        raise UserError("no finished run to predict with")
+    grid(columns).save(out / "predictions.png")
+    return "Predictions on the first validation images (student, first seed)", "predictions.png"

@@ -1,0 +1,116 @@
+"""Suite files: schema errors, variant expansion and patch semantics, the shipped suites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import tiny_recipe_dict
+from ssseg.recipe.load import build_recipe, load_recipe
+from ssseg.recipe.structure import ConfigError
+from ssseg.suite.spec import Suite, Variant, load_suite, variant_data
+
+SUITES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "suites").glob("*.yaml"))
+BASE_PLUGINS = {"mean_teacher": {"decay": 0.9}, "fixmatch": {}}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A folder holding ``base.yaml``, the tiny recipe with a mean-teacher FixMatch."""
+    folder = tmp_path_factory.mktemp("suite")
+    (folder / "base.yaml").write_text(yaml.safe_dump(tiny_recipe_dict({"plugins": BASE_PLUGINS})))
+    return folder
+
+
+def write_suite(folder: Path, suite: dict, name: str = "suite.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def expand(folder: Path, patch: dict, overrides: dict | None = None):
+    spec = Suite(variants={"v": Variant(patch=patch)}, base="base.yaml", overrides=overrides or {})
+    return build_recipe(variant_data(spec, "v", folder))
+
+
+def test_an_empty_patch_gives_the_base_recipe(folder):
+    assert expand(folder, {}) == load_recipe(folder / "base.yaml")
+
+
+@settings(max_examples=30, deadline=None)
+@given(removed=st.sampled_from(sorted(BASE_PLUGINS)), added=st.sampled_from(["imas_hardness", "ohem"]))
+def test_null_removes_a_plugin_and_a_mapping_adds_one(folder, removed, added):
+    plugins = expand(folder, {"plugins": {removed: None, added: {}}}).plugins
+    assert removed not in plugins and added in plugins
+    assert set(plugins) == set(BASE_PLUGINS) - {removed} | {added}
+
+
+@settings(max_examples=30, deadline=None)
+@given(lr=st.floats(1e-5, 1.0), iters=st.integers(1, 10_000), decay=st.floats(0.0, 0.999),
+       suite_iters=st.integers(1, 10_000))
+def test_a_patch_overrides_the_base_and_the_suite_overrides(folder, lr, iters, decay, suite_iters):
+    patch = {"optim": {"lr": lr, "iters": iters}, "plugins": {"mean_teacher": {"decay": decay}}}
+    recipe = expand(folder, patch, {"optim": {"iters": suite_iters}, "eval": {"every": 7}})
+    assert (recipe.optim.lr, recipe.optim.iters) == (lr, iters)
+    assert recipe.plugins["mean_teacher"] == {"decay": decay}
+    assert recipe.eval.every == 7                       # suite overrides reach every variant
+    assert recipe.data == load_recipe(folder / "base.yaml").data
+
+
+def test_expansion_is_variants_times_seeds_with_seed_and_command_line_overrides(folder):
+    path = write_suite(folder, {"base": "base.yaml", "seeds": [3, 4], "overrides": {"optim": {"iters": 5}},
+                                "variants": {"a": {}, "b": {"patch": {"plugins": {"fixmatch": None}}},
+                                             "c": {"recipe": "base.yaml", "patch": {"optim": {"lr": 0.5}}}}})
+    suite = load_suite(path, ["optim.iters=9", "seed=100"])
+    assert [j.name for j in suite.jobs] == ["a/seed3", "a/seed4", "b/seed3", "b/seed4", "c/seed3", "c/seed4"]
+    assert [j.recipe.seed for j in suite.jobs] == [3, 4] * 3   # the suite owns the seeds
+    assert {j.recipe.optim.iters for j in suite.jobs} == {9}
+    assert "fixmatch" not in suite.jobs[2].recipe.plugins and suite.jobs[4].recipe.optim.lr == 0.5
+    assert suite.reference == "a"
+
+
+@pytest.mark.parametrize("suite, message", [
+    ({"base": "base.yaml", "variants": {"a": {"pach": {}}}}, "variants.a.pach: unknown key"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "seeds": "0"}, "seeds: expected a list"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "seed": [0]}, "seed: unknown key"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "reference": "b"}, "reference: 'b' is not a variant"),
+    ({"base": "base.yaml", "variants": {}}, "variants: a suite needs at least one variant"),
+    ({"variants": {"a": {}}}, "variants.a: no recipe"),
+    ({"base": "base.yaml", "variants": {"a/b": {}}}, "variants.a/b: a variant name must be a folder name"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "seeds": [1, 1]}, "seeds: expected a non-empty list"),
+])
+def test_bad_suites_name_the_file_and_key(folder, suite, message):
+    path = write_suite(folder, suite, "bad.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"optim": {"lr": -1.0}}, "variants.bad: optim.lr: -1.0 is out of range"),
+    ({"plugins": {"mean_teacher": {"decai": 0.9}}}, "variants.bad: plugins.mean_teacher.decai: unknown key"),
+    ({"plugins": {"no_such_plugin": {}}}, "variants.bad: "),
+])
+def test_a_bad_variant_fails_at_load_naming_the_file_and_variant(folder, patch, message):
+    path = write_suite(folder, {"base": "base.yaml", "variants": {"good": {}, "bad": {"patch": patch}}},
+                       "bad_variant.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_missing_variant_recipe_is_named(folder):
+    path = write_suite(folder, {"variants": {"x": {"recipe": "nope.yaml"}}}, "missing.yaml")
+    with pytest.raises(ConfigError, match=r"variants\.x: recipe .*nope\.yaml' not found"):
+        load_suite(path)
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suites_validate(path):
+    suite = load_suite(path)
+    assert len(suite.jobs) == len(suite.spec.variants) * len(suite.spec.seeds)
+    assert suite.reference in suite.spec.variants
