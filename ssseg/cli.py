@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ssseg.data.cli import register as register_data
 from ssseg.errors import UserError
+from ssseg.scaffold import register as register_scaffold
 from ssseg.suite.cli import register as register_suite
 
 
@@ -129,9 +130,9 @@ def cmd_plugins(args) -> int:
             cls = source.load()
             hooks = [h for h in KINDS if callable(getattr(cls, h, None))
                      and hasattr(getattr(cls, h), "ssseg_impl")]
-            print(f"{name:24s} {source.distribution:18s} {', '.join(hooks)}")
+            print(f"{name:24s} {source.distribution:28s} {', '.join(hooks)}")
         except Exception as err:  # noqa: BLE001 - a broken third-party plugin must not hide the rest
-            print(f"{name:24s} {source.distribution:18s} cannot be imported: {err}")
+            print(f"{name:24s} {source.distribution:28s} cannot be imported: {err}")
     return 0
 
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
     register_data(sub)
     register_suite(sub)
+    register_scaffold(sub)
     return parser
 
 

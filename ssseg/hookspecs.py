@@ -25,7 +25,7 @@ if TYPE_CHECKING:
                                     UnlabeledBatch, View)
 
 PROJECT = "ssseg"
-HOOKSPEC_VERSION = 1
+HOOKSPEC_VERSION = 2
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -61,6 +61,13 @@ def build_teacher(run: "Run", student: "nn.Module") -> "nn.Module | None":
 @_kind("observer")
 def before_iteration(ctx: "StepContext") -> None:
     """**observer**, at the start of every step, before any data is used."""
+
+
+@_kind("observer")
+def after_pseudo_label(ctx: "StepContext", unlabeled: "UnlabeledBatch", pseudo: "Pseudo") -> None:
+    """**observer**, right after the teacher made pseudo-labels on the weak unlabeled batch (no
+    gradient; ``pseudo.logits`` holds its logits). Update running statistics of the teacher's
+    predictions here, so this step's hooks already use them."""
 
 
 @_kind("decision")

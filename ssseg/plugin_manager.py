@@ -14,6 +14,7 @@ import attrs
 import pluggy
 
 from ssseg import hookspecs
+from ssseg.compat import hookspec_problem
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError, structure
 
@@ -95,6 +96,9 @@ def _import_object(spec: str, where: str) -> type:
 def instantiate(key: str, params: dict[str, Any]) -> Any:
     """Build the plugin of ``plugins.<key>`` from its params (validated against its Config)."""
     cls = load_plugin_class(key, params)
+    problem = hookspec_problem(cls)
+    if problem:
+        raise PluginError(f"plugins.{key}: {problem}")
     config_cls = getattr(cls, "Config", None)
     if config_cls is None or not attrs.has(config_cls):
         raise PluginError(f"plugins.{key}: {cls.__module__}.{cls.__qualname__} has no attrs Config class")

@@ -34,6 +34,10 @@ class Recorder(Plugin):
         self._rec("before_iteration")
 
     @hookimpl
+    def after_pseudo_label(self, ctx, unlabeled, pseudo):
+        self._rec("after_pseudo_label")
+
+    @hookimpl
     def estimate_hardness(self, ctx, unlabeled, pseudo):
         self._rec("estimate_hardness")
 

@@ -22,7 +22,7 @@ def _clear():
     recorder.CALLS.clear()
 
 
-STEP = ["before_iteration", "estimate_hardness", "plan_views", "schedule_augmentation",
+STEP = ["before_iteration", "after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation",
         "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_optimizer_step",
         "after_iteration"]
 

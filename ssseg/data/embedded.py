@@ -7,7 +7,7 @@ brightness differs), and size, rotation and position are random, so colour says 
 but never "which object". Later objects occlude earlier ones (the mask shows the visible class;
 a ring's hole and the space between a cross's arms are background).
 
-The data are generated in memory (vectorised numpy, about a second for the defaults), seeded by
+The data are generated in memory (vectorised numpy, 1-3 s for the defaults), seeded by
 ``options.seed`` (the *dataset* seed, independent of the recipe seed, so every run of every recipe
 sees the same images), and the labeled subset is fixed by ``options.split_seed``: the first ``k`` of
 one seeded permutation, so subsets are nested (the 20 labeled images are among the 50) and runs
@@ -149,7 +149,7 @@ def generate(n: int, size: int, seed: int, stream: int, *, min_objects: int = 2,
         dy = (yy[None] - cy[:, j, None, None]) / radius[:, j, None, None]
         c, s = np.cos(ang[:, j])[:, None, None], np.sin(ang[:, j])[:, None, None]
         u, v = c * dx + s * dy, -s * dx + c * dy
-        inside = _shape_masks(u, v)  # [5, n, H, W]
+        inside = _shape_masks(u, v)  # [NUM_CLASSES - 1, n, H, W]
         sel = inside[cls[:, j] - 1, np.arange(n)] & present[:, j, None, None]  # [n, H, W]
         fill = colour[:, j, :, None, None] + shade[:, j, :, None, None] * u[:, None]
         image = np.where(sel[:, None], fill.astype(np.float32), image)

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any, Iterator
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,6 +61,18 @@ def apply_plan(plan: AugmentationPlan | None, weak: UnlabeledBatch, pseudo: Pseu
     return image, Pseudo(labels=labels, conf=conf, valid=valid, logits=None)
 
 
+@attrs.frozen
+class UnlabeledPlan:
+    """What a step decided for its unlabeled batch before the student forward: pseudo-labels,
+    hardness, the views, each image view's plan, and each view's (input image, pseudo-labels)."""
+
+    pseudo: Pseudo | None = None
+    hardness: Tensor | None = None
+    views: list[View] = attrs.field(factory=list)
+    plans: dict[str, AugmentationPlan | None] = attrs.field(factory=dict)
+    inputs: dict[str, tuple[Tensor | None, Pseudo]] = attrs.field(factory=dict)
+
+
 class Trainer:
     """Runs a built :class:`Run`: data loading, steps, evaluation, checkpoints and logs."""
 
@@ -97,20 +110,8 @@ class Trainer:
         run, hook, r = self.run, self.hook, self.run.recipe
         ctx = self.context()
         hook.before_iteration(ctx=ctx)
-        pseudo = hardness = None
-        views: list[View] = []
-        if unlabeled is not None:
-            pseudo = self.pseudo_label(unlabeled)
-            hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
-            views = hook.plan_views(ctx=ctx, hardness=hardness) or []
-        view_inputs = {}
-        for view in views:
-            if view.kind == "image":
-                plan = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
-                                                  pseudo=pseudo, hardness=hardness)
-                view_inputs[view.name] = apply_plan(plan, unlabeled, pseudo)
-            else:
-                view_inputs[view.name] = (None, pseudo)
+        planned = self.plan_unlabeled(ctx, unlabeled)  # after_pseudo_label .. schedule_augmentation
+        pseudo, hardness, views, view_inputs = planned.pseudo, planned.hardness, planned.views, planned.inputs
         outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
         loss_x = hook.supervised_loss(ctx=ctx, logits=outputs.labeled, target=labeled["mask"])
         if loss_x is None:
@@ -147,6 +148,27 @@ class Trainer:
         return logs
 
     # -- the core's parts of the step -------------------------------------------------------
+
+    def plan_unlabeled(self, ctx: StepContext, unlabeled: UnlabeledBatch | None) -> UnlabeledPlan:
+        """The step's unlabeled part up to the student forward, in this order: the teacher's
+        pseudo-labels, ``after_pseudo_label``, ``estimate_hardness``, ``plan_views`` and
+        ``schedule_augmentation`` per image view, whose plans build the views' inputs."""
+        if unlabeled is None:
+            return UnlabeledPlan()
+        hook = self.hook
+        pseudo = self.pseudo_label(unlabeled)
+        hook.after_pseudo_label(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
+        hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
+        views = hook.plan_views(ctx=ctx, hardness=hardness) or []
+        plans, inputs = {}, {}
+        for view in views:
+            if view.kind == "image":
+                plans[view.name] = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
+                                                              pseudo=pseudo, hardness=hardness)
+                inputs[view.name] = apply_plan(plans[view.name], unlabeled, pseudo)
+            else:
+                inputs[view.name] = (None, pseudo)
+        return UnlabeledPlan(pseudo, hardness, views, plans, inputs)
 
     def context(self) -> StepContext:
         """The :class:`StepContext` of the current iteration."""

@@ -1,0 +1,57 @@
+"""Hook spec versions: what changed in each, and whether a plugin class fits this ssseg.
+
+A plugin class may declare ``requires_hookspec = N``: the oldest hook spec version
+(:data:`ssseg.hookspecs.HOOKSPEC_VERSION`) it works with. Whoever bumps ``HOOKSPEC_VERSION`` adds
+an entry to :data:`CHANGES` (a test checks it) and, for a removed or renamed hook, to
+:data:`REMOVED`, so that a plugin written against the old specs is told what changed.
+"""
+
+from __future__ import annotations
+
+from ssseg.hookspecs import HOOKSPEC_VERSION, KINDS, hookimpl
+
+# version -> what changed in it
+CHANGES: dict[int, str] = {
+    1: "the first hook specs: setup, build_teacher, before_iteration, estimate_hardness, plan_views, "
+       "schedule_augmentation, supervised_loss, weight_loss, extra_losses, unsup_weight, "
+       "after_optimizer_step, after_iteration, eval_models, after_eval",
+    2: "new observer hook after_pseudo_label(ctx, unlabeled, pseudo), called right after the "
+       "teacher's pseudo-labels and before estimate_hardness",
+}
+# removed or renamed hook -> (the version that removed it, what to implement instead)
+REMOVED: dict[str, tuple[int, str]] = {}
+
+_MARK = f"{hookimpl.project_name}_impl"
+
+
+def implemented_hooks(cls: type) -> list[str]:
+    """Names of the methods of ``cls`` marked with ``@hookimpl`` (hook specs or not)."""
+    return [name for name in dir(cls) if hasattr(getattr(cls, name, None), _MARK)]
+
+
+def changes_since(version: int) -> str:
+    """What changed in the hook specs after ``version``, one clause per version."""
+    return "; ".join(f"version {v}: {CHANGES[v]}" for v in range(version + 1, HOOKSPEC_VERSION + 1)
+                     if v in CHANGES)
+
+
+def hookspec_problem(cls: type) -> str | None:
+    """Why ``cls`` does not fit this ssseg's hook specs (its ``requires_hookspec`` is newer, or
+    it implements a removed hook), or None when it fits."""
+    required = getattr(cls, "requires_hookspec", None)
+    if required is not None and (not isinstance(required, int) or required < 1):
+        return f"requires_hookspec must be a hook spec version (an integer >= 1), got {required!r}"
+    if required is not None and required > HOOKSPEC_VERSION:
+        return (f"needs hook spec version {required}, but this ssseg has version {HOOKSPEC_VERSION}; "
+                f"upgrade ssseg (pip install -U ssseg)")
+    for hook in implemented_hooks(cls):
+        if hook in KINDS:
+            continue
+        if hook in REMOVED:
+            version, instead = REMOVED[hook]
+            return f"implements {hook!r}, which hook spec version {version} removed: {instead}"
+        if required is not None and required < HOOKSPEC_VERSION:
+            return (f"implements {hook!r}, which hook spec version {HOOKSPEC_VERSION} does not have "
+                    f"(the plugin was written for version {required}); changes since: "
+                    f"{changes_since(required)}")
+    return None

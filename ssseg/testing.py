@@ -1,0 +1,441 @@
+"""The plugin contract test kit: one call checks that a strategy plugin follows ssseg's rules.
+
+Opt in from a test module (the kit is not autoloaded)::
+
+    pytest_plugins = ["ssseg.testing"]
+
+    def test_contract(plugin_contract):
+        plugin_contract(MyPlugin, config={"power": 3.0}, compose_with={"mean_teacher": {}, "fixmatch": {}})
+
+or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViolation` (an
+``AssertionError``) naming the rule and how to fix it. The rules, in the order checked:
+
+``config``
+    the default ``Config`` (and ``config``, when given) structures and validates, and every value
+    can be written back in a recipe (``ssseg.recipe.structure``).
+``unknown-keys``
+    a config key the ``Config`` does not have is refused with a message naming it.
+``hookspec``
+    ``requires_hookspec`` is not newer than this ssseg, and no removed hook is implemented
+    (:mod:`ssseg.compat`).
+``hooks``
+    every ``@hookimpl`` matches a hook spec by name and arguments (``register_plugins``), and
+    no method named after a hook lacks ``@hookimpl``.
+``composes``
+    a tiny recipe on the embedded data (:data:`TINY_RECIPE`) with the plugin and its companions
+    trains 2 iterations with a finite loss, and calls each step hook the plugin implements.
+    Companions default to ``mean_teacher`` (unless the plugin builds a teacher) and ``fixmatch``
+    (unless it plans views or augmentation); ``compose_with`` replaces them.
+``order``
+    the recipe with the plugin first and with it last gives the same losses, weights and plugin
+    state (up to float re-association, relative 1e-5): contributions must not depend on order.
+``resume``
+    2 iterations straight and 1 iteration, checkpoint, resume, 1 iteration end with the same
+    plugin state (``state_dict()`` and the plugin's tensor, module and number attributes),
+    weights and loss.
+``shared-randomness``
+    two simulated ranks build the same recipe; both seed ``ctx.shared_generator`` alike, and
+    ``ctx.generator`` and torch's global generator differently. For 16 probe steps on one batch,
+    the kit calls the hooks that precede the student forward as ``Trainer.step`` does
+    (``before_iteration``, ``estimate_hardness``, ``plan_views``, ``schedule_augmentation``,
+    ``weight_loss``, ``unsup_weight``) and compares their control-flow outputs: whether hardness
+    exists, the planned views, which fields of each ``AugmentationPlan`` are set (did CutMix
+    fire?), which weights exist and their shapes, and λ_u.
+
+Limits of ``shared-randomness``: both simulated ranks see the same batch and the same model (as
+under DDP) and no optimiser step is taken, so a decision derived from per-rank data statistics
+(which must be averaged with ``all_reduce_sum_``) is not exercised, and a decision that shows only
+in values (box sizes, blend factors) or in observers after the forward is not seen. A choice
+that diverges with probability p per step goes unnoticed with probability (1 − p)^16. Real
+multi-process runs are tested by ssseg's ``tests/test_distributed.py``.
+
+The kit raises its own messages, so pytest need not rewrite its asserts: PYTEST_DONT_REWRITE.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import tempfile
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import torch
+from torch import Tensor, nn
+
+from ssseg.compat import hookspec_problem, implemented_hooks
+from ssseg.engine.checkpoint import Checkpointer, restore
+from ssseg.engine.run import build_plugins, build_run
+from ssseg.engine.trainer import Trainer
+from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
+from ssseg.hookspecs import KINDS
+from ssseg.plugin_manager import PluginError, hook_table, instantiate, register_plugins
+from ssseg.recipe.load import build_recipe, load_recipe, merge
+from ssseg.recipe.schema import Recipe
+from ssseg.recipe.structure import ConfigError, structure, unstructure
+
+RULES = ("hookspec", "config", "unknown-keys", "hooks", "composes", "order", "resume",
+         "shared-randomness")
+
+TINY_RECIPE: dict[str, Any] = {
+    "seed": 0,
+    "model": {"arch": "Unet", "encoder": "resnet18",
+              "options": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}},
+    "data": {"dataset": "embedded", "split": "8", "crop": 32, "batch_labeled": 2,
+             "batch_unlabeled": 2, "options": {"size": 32, "train": 24, "val": 6}},
+    "optim": {"name": "sgd", "lr": 0.01, "iters": 2},
+    "eval": {"every": 1000},
+    "run": {"log_every": 1, "checkpoint_every": 1000},
+    "plugins": {},
+}
+# what the contract runs change: a short evaluation, and one thread (fastest for tiny tensors)
+CONTRACT_PATCH: dict[str, Any] = {"eval": {"max_images": 2}, "run": {"threads": 1}}
+PROBE_STEPS = 16
+BUILD_HOOKS = ("setup", "build_teacher")
+UNLABELED_HOOKS = ("after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation", "weight_loss")
+# plugin classes under test, importable by the recipe as use: "ssseg.testing:SUBJECTS.<attr>"
+SUBJECTS = types.SimpleNamespace()
+
+
+def tiny_recipe(patch: Mapping[str, Any] | None = None) -> Recipe:
+    """:data:`TINY_RECIPE` with ``patch`` merged over it, validated (trains in about a second)."""
+    return build_recipe(merge(copy.deepcopy(TINY_RECIPE), dict(patch or {})), "<tiny>")
+
+
+def validate_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Load the recipe at ``path`` and build its plugins (configs validated, hooks registered and
+    checked) without data or models: the errors ``ssseg train`` would give, in milliseconds."""
+    recipe = load_recipe(path, list(overrides))
+    register_plugins(build_plugins(recipe).values())
+    return recipe
+
+
+class ContractViolation(AssertionError):
+    """A plugin broke rule ``rule`` of the contract; the message says what and how to fix it."""
+
+    def __init__(self, rule: str, subject: str, problem: str, fix: str):
+        self.rule = rule
+        super().__init__(f"plugin contract rule {rule!r} broken by {subject}: {problem}\nFix: {fix}")
+
+
+def check_plugin(cls: type, config: Mapping[str, Any] | None = None,
+                 compose_with: Mapping[str, Mapping[str, Any]] | None = None,
+                 recipe: Mapping[str, Any] | None = None, rules: Iterable[str] = RULES,
+                 workdir: Path | None = None) -> None:
+    """Check plugin class ``cls`` against the contract ``rules`` (all by default, in order).
+
+    ``config``: the plugin's params (default: its Config defaults). ``compose_with``: companion
+    plugins, recipe key → params, in recipe order. ``recipe``: a patch over :data:`TINY_RECIPE`
+    (for example ``{"data": {"batch_unlabeled": 0}}``). ``workdir``: where runs and checkpoints
+    go (default: a temporary folder). Raises :class:`ContractViolation` at the first broken rule.
+    """
+    rules = list(rules)
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise ValueError(f"unknown contract rules {unknown}; valid: {', '.join(RULES)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        contract = _Contract(cls, dict(config or {}), compose_with, dict(recipe or {}),
+                             Path(workdir or tmp))
+        for rule in rules:
+            getattr(contract, rule.replace("-", "_"))()
+
+
+@pytest.fixture
+def plugin_contract(tmp_path: Path):
+    """:func:`check_plugin` with its runs under pytest's ``tmp_path``."""
+    return functools.partial(check_plugin, workdir=tmp_path)
+
+
+@attrs.frozen
+class _Outcome:
+    """What a tiny training run ends with: losses by iteration, weights, the plugin's state."""
+
+    losses: dict[int, dict[str, float]]
+    weights: dict[str, Tensor]
+    state: dict[str, Any]
+
+
+class _Contract:
+    """The rules, as methods named after them, for one plugin class."""
+
+    def __init__(self, cls: type, config: dict[str, Any], compose_with, patch: dict[str, Any],
+                 workdir: Path):
+        self.cls, self.patch, self.workdir = cls, patch, workdir
+        self.key = getattr(cls, "name", "") or cls.__name__.lower()
+        self.label = f"{cls.__module__}.{cls.__qualname__}"
+        token = f"_{id(cls):x}"
+        setattr(SUBJECTS, token, cls)
+        self.params = {"use": f"{__name__}:SUBJECTS.{token}", **config}
+        self.companions = dict(compose_with) if compose_with is not None else self.default_companions()
+        if self.key in self.companions:
+            raise ValueError(f"compose_with has the plugin's own key {self.key!r}")
+        self.runs: dict[str, _Outcome] = {}
+
+    def fail(self, rule: str, problem: str, fix: str):
+        """Raise the :class:`ContractViolation` of ``rule``."""
+        raise ContractViolation(rule, self.label, problem, fix)
+
+    def default_companions(self) -> dict[str, dict[str, Any]]:
+        """mean_teacher and fixmatch, each unless the plugin takes its decision hooks."""
+        hooks = set(implemented_hooks(self.cls))
+        companions = {} if "build_teacher" in hooks else {"mean_teacher": {}}
+        if not hooks & {"plan_views", "schedule_augmentation"}:
+            companions["fixmatch"] = {}
+        return companions
+
+    def recipe(self, first: bool) -> Recipe:
+        """The tiny recipe with the plugin first (or last) among its companions."""
+        mine = {self.key: self.params}
+        plugins = {**mine, **self.companions} if first else {**self.companions, **mine}
+        return tiny_recipe(merge(merge(CONTRACT_PATCH, self.patch), {"plugins": plugins}))
+
+    # -- the rules, in order -------------------------------------------------------------------
+
+    def config(self) -> None:
+        """Defaults (or the given config) validate and survive a recipe round trip."""
+        try:
+            plugin = instantiate(self.key, self.params)
+        except PluginError as err:
+            self.fail("config", str(err), "declare `@attrs.frozen class Config:` inside the plugin class")
+        except ConfigError as err:
+            self.fail("config", f"its Config does not validate: {err}",
+                      "give every field a default that its validator accepts (and check `config`)")
+        plain = unstructure(plugin.config)
+        try:
+            again = structure(type(plugin.config), plain, f"plugins.{self.key}")
+        except (ConfigError, TypeError) as err:
+            again = err
+        if again != plugin.config:
+            self.fail("config", f"its config {plain!r} cannot be written in a recipe and read back "
+                      f"({again})", "annotate Config fields with int, float, str, bool, X | None, "
+                      "tuple[X, ...], dict[str, X], Literal[...] or an attrs class")
+
+    def unknown_keys(self) -> None:
+        """An unknown key is refused, naming it."""
+        bogus = "no_such_option"
+        try:
+            instantiate(self.key, {**self.params, bogus: 1})
+        except ConfigError as err:
+            if bogus in str(err):
+                return
+            self.fail("unknown-keys", f"the error for an unknown key does not name it: {err}",
+                      "build the plugin's config with ssseg.recipe.structure (a plain attrs Config does)")
+        self.fail("unknown-keys", f"config key {bogus!r} was accepted",
+                  "use a plain attrs Config; do not accept **kwargs")
+
+    def hookspec(self) -> None:
+        """``requires_hookspec`` and the implemented hooks fit this ssseg."""
+        problem = hookspec_problem(self.cls)
+        if problem:
+            self.fail("hookspec", problem, "implement the hooks of this ssseg's docs/hooks.md and "
+                      "set requires_hookspec to the version they appeared in, or upgrade ssseg")
+
+    def hooks(self) -> None:
+        """Every hook implementation matches a spec; no hook-named method lacks ``@hookimpl``."""
+        try:
+            register_plugins([instantiate(self.key, self.params)])
+        except PluginError as err:
+            self.fail("hooks", str(err), "name each @hookimpl method after a hook of docs/hooks.md "
+                      "and take only (a subset of) its arguments")
+        unmarked = [h for h in KINDS if callable(getattr(self.cls, h, None))
+                    and h not in implemented_hooks(self.cls)]
+        if unmarked:
+            self.fail("hooks", f"method(s) {', '.join(unmarked)} are named after hooks but lack "
+                      "@hookimpl, so ssseg never calls them", "decorate them with @hookimpl from ssseg.api")
+
+    def composes(self) -> None:
+        """2 iterations with the companions: finite losses; the plugin's step hooks are called."""
+        outcome = self.train("first", self.recipe(first=True))
+        bad = {it: k for it, losses in outcome.losses.items() for k, v in losses.items()
+               if not math.isfinite(v)}
+        if bad:
+            self.fail("composes", f"non-finite losses {bad} (iteration: term)",
+                      "keep weights finite and the loss terms bounded")
+
+    def order(self) -> None:
+        """The plugin first or last in the recipe: the same training."""
+        if not self.companions:
+            return
+        difference = _first_difference(self.train("first", self.recipe(first=True)),
+                                       self.train("last", self.recipe(first=False)))
+        if difference:
+            self.fail("order", f"the recipe with the plugin first and with it last differs: {difference}",
+                      "a contribution must not depend on other plugins' answers: do not modify the "
+                      "hook arguments (pseudo, view, ctx) in place and do not read another plugin's state")
+
+    def resume(self) -> None:
+        """Straight vs checkpoint-at-1-and-resume: the same state, weights and loss."""
+        if hasattr(self.cls, "state_dict") != hasattr(self.cls, "load_state_dict"):
+            self.fail("resume", "it defines only one of state_dict and load_state_dict, so its state "
+                      "is saved but not restored (or the reverse)", "define both")
+        recipe = self.recipe(first=True)
+        checkpointed = attrs.evolve(recipe, run=attrs.evolve(recipe.run, checkpoint_every=1,
+                                                             keep_checkpoints=2))
+        fix = ("return everything that changes during training from state_dict() and restore it in "
+               "load_state_dict(); the core saves it in the checkpoint")
+        straight = self.train("checkpointed", checkpointed, checkpoint=True)
+        resumed = self.train("resumed", checkpointed,
+                             resume_from=self.workdir / "checkpointed" / "iter_0000001.pt")
+        difference = _first_difference(straight, resumed)
+        if difference:
+            self.fail("resume", "2 iterations straight and 1 iteration, checkpoint, resume, 1 iteration "
+                      f"differ: {difference}", fix)
+
+    def shared_randomness(self) -> None:
+        """Two simulated ranks take the same control flow."""
+        recipe = self.recipe(first=True)
+        (rank0, pm), (rank1, _) = (self.control_flow(recipe, seed) for seed in (1, 2))
+        for step, (a, b) in enumerate(zip(rank0, rank1)):
+            for key in a:
+                if a[key] != b[key]:
+                    hook = key.split("(")[0]
+                    answering = next(names for name, _, names in hook_table(pm) if name == hook)
+                    self.fail("shared-randomness", f"at probe step {step}, {key} (answered by "
+                              f"{', '.join(answering)}) gave {a[key]!r} on simulated rank 0 and "
+                              f"{b[key]!r} on rank 1, which share ctx.shared_generator but not "
+                              "ctx.generator", "draw random choices that change control flow (which "
+                              "views, whether CutMix fires, λ_u) from ctx.shared_generator, and "
+                              "per-sample parameters from ctx.generator")
+
+    # -- running the tiny recipe --------------------------------------------------------------
+
+    def train(self, name: str, recipe: Recipe, checkpoint: bool = False,
+              resume_from: Path | None = None) -> _Outcome:
+        """Train ``recipe`` in ``workdir/name`` (once per name), optionally from a checkpoint;
+        failures break ``composes`` (``resume`` for a resumed run)."""
+        if name in self.runs:
+            return self.runs[name]
+        out = self.workdir / name
+        out.mkdir(parents=True)
+        plugins, rule = ", ".join(recipe.plugins), "composes" if resume_from is None else "resume"
+        try:
+            run = build_run(recipe, out)
+        except Exception as err:  # noqa: BLE001 - reported as this rule's failure
+            self.fail(rule, f"building the tiny recipe with plugins {plugins} failed: "
+                      f"{type(err).__name__}: {err}", "make setup/build_teacher work with these "
+                      "companions, or pass compose_with= the companions the plugin needs")
+        trainer = Trainer(run, checkpointer=Checkpointer(out, recipe.run.keep_checkpoints) if checkpoint else None)
+        subject, called = run.plugins[self.key], set()
+        run.pm.add_hookcall_monitoring(
+            lambda hook, impls, kwargs: called.update([hook] if any(i.plugin is subject for i in impls) else []),
+            lambda *args: None)
+        try:
+            if resume_from is not None:
+                restore(trainer, resume_from)
+            trainer.train()
+        except Exception as err:  # noqa: BLE001 - reported as this rule's failure
+            self.fail(rule, f"{'resuming and ' if resume_from else ''}training the tiny recipe with "
+                      f"plugins {plugins} failed: {type(err).__name__}: {err}",
+                      "see the error; compose_with= sets the companions, and state_dict() must "
+                      "return what load_state_dict() accepts")
+        exempt = BUILD_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
+        idle = [c.name for c in run.pm.get_hookcallers(subject) if c.name not in called | set(exempt)]
+        if idle and resume_from is None:
+            self.fail("composes", f"hook(s) {', '.join(idle)} were never called in 2 iterations with "
+                      f"plugins {plugins}", "compose the plugin with plugins that give ssseg occasion to "
+                      "call them (compose_with=...), e.g. a view planner such as fixmatch for weight_loss")
+        self.runs[name] = _outcome(trainer, out, self.key)
+        return self.runs[name]
+
+    def control_flow(self, recipe: Recipe, seed: int):
+        """One simulated rank: the control-flow outputs of each probe step, and its plugin manager."""
+        run = build_run(recipe)
+        trainer = Trainer(run)
+        _, unlabeled = next(trainer.batches())
+        trainer.generator.manual_seed(seed)
+        trainer.shared_generator.manual_seed(0)
+        torch.manual_seed(seed)
+        steps = [] if unlabeled is None else [decisions(trainer, unlabeled, i) for i in range(PROBE_STEPS)]
+        return steps, run.pm
+
+
+def decisions(trainer: Trainer, unlabeled: UnlabeledBatch, iteration: int) -> dict[str, Any]:
+    """The control-flow outputs of the hooks before the student forward, called as
+    :meth:`Trainer.step` calls them, at ``iteration`` (nothing is trained)."""
+    trainer.run.iteration = iteration
+    ctx, hook = trainer.context(), trainer.hook
+    hook.before_iteration(ctx=ctx)
+    planned = trainer.plan_unlabeled(ctx, unlabeled)
+    out: dict[str, Any] = {"estimate_hardness": planned.hardness is not None,
+                           "plan_views": [attrs.astuple(v) for v in planned.views]}
+    for name, plan in planned.plans.items():
+        out[f"schedule_augmentation({name})"] = None if plan is None else {
+            f.name: getattr(plan, f.name) is not None for f in attrs.fields(AugmentationPlan)}
+    for view in planned.views:
+        if view.coef:
+            weights = hook.weight_loss(ctx=ctx, view=view, pseudo=planned.inputs[view.name][1],
+                                       hardness=planned.hardness)
+            out[f"weight_loss({view.name})"] = [None if w is None else tuple(w.shape) for w in weights]
+    out["unsup_weight"] = hook.unsup_weight(ctx=ctx)
+    return out
+
+
+def _outcome(trainer: Trainer, out: Path, key: str) -> _Outcome:
+    run = trainer.run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["iteration"]: {k: v for k, v in r.items() if k.startswith("loss")}
+              for r in records if r["event"] == "train"}
+    weights = _flatten("student", run.student)
+    if run.teacher is not None:
+        weights |= _flatten("teacher", run.teacher)
+    return _Outcome(losses, weights, plugin_state(run.plugins[key]))
+
+
+def plugin_state(plugin: Any) -> dict[str, Any]:
+    """A plugin's state as the kit compares it: ``state_dict()`` and the tensor, module and
+    number attributes of the instance, flattened to ``name.path -> value``."""
+    state = _flatten("state_dict()", plugin.state_dict()) if hasattr(plugin, "state_dict") else {}
+    for name, value in vars(plugin).items():
+        if name not in ("config", "ssseg_key"):
+            state |= _flatten(name, value)
+    return state
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, nn.Module):
+        value = value.state_dict()
+    if isinstance(value, Mapping):
+        return {k: v for key, item in value.items() for k, v in _flatten(f"{prefix}.{key}", item).items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in _flatten(f"{prefix}[{i}]", item).items()}
+    if isinstance(value, Tensor):
+        return {prefix: value.detach().cpu().clone()}
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return {prefix: value}
+    return {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        return torch.allclose(a, b, rtol=1e-5, atol=1e-7) if a.is_floating_point() else torch.equal(a, b)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) or (math.isnan(a) and math.isnan(b))
+    return type(a) is type(b) and a == b
+
+
+def _first_difference(a: _Outcome, b: _Outcome) -> str | None:
+    """The first loss, weight or plugin-state entry where two outcomes differ, described."""
+    for it in sorted(a.losses.keys() & b.losses.keys()):
+        for term in sorted(a.losses[it].keys() | b.losses[it].keys()):
+            x, y = a.losses[it].get(term), b.losses[it].get(term)
+            if not _same(x, y):
+                return f"{term} at iteration {it} is {x!r} vs {y!r}"
+    for kind, x, y in (("plugin state", a.state, b.state), ("weights", a.weights, b.weights)):
+        for name in sorted(x.keys() | y.keys()):
+            if name not in x or name not in y or not _same(x[name], y[name]):
+                return f"{kind} {name!r} differs: {_show(x.get(name))} vs {_show(y.get(name))}"
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Tensor) and value.numel() > 6:
+        return f"tensor{tuple(value.shape)} (sum {float(value.double().sum()):.6g})"
+    return repr(value)

@@ -1,0 +1,30 @@
+"""Every first-party plugin passes the same contract kit as third-party plugins (ssseg.testing)."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+
+from ssseg.plugin_manager import ENTRY_POINT_GROUP, FIRST_PARTY_DIST
+
+pytest_plugins = ["ssseg.testing"]
+
+# the companions a plugin needs to be exercised (default: mean_teacher and fixmatch, see ssseg.testing)
+COMPANIONS = {
+    "supervised": {"compose_with": {}, "recipe": {"data": {"batch_unlabeled": 0}}},
+    "mean_teacher": {"compose_with": {"fixmatch": {}, "confidence_threshold": {}}},
+    "imas_weighting": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_hardness": {}}},
+    "imas_augmentation": {"compose_with": {"mean_teacher": {}, "imas_hardness": {}}},
+}
+FIRST_PARTY = sorted((ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist.name == FIRST_PARTY_DIST),
+                     key=lambda ep: ep.name)
+
+
+def test_every_companion_entry_is_a_first_party_plugin():
+    assert set(COMPANIONS) <= {ep.name for ep in FIRST_PARTY}
+
+
+@pytest.mark.parametrize("entry_point", FIRST_PARTY, ids=lambda ep: ep.name)
+def test_first_party_plugin_keeps_the_contract(entry_point, plugin_contract):
+    plugin_contract(entry_point.load(), **COMPANIONS.get(entry_point.name, {}))

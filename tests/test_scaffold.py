@@ -1,0 +1,69 @@
+"""``ssseg new-plugin``: the package it writes installs, lists itself and passes its own tests.
+
+The install test builds the package with pip into a private ``--target`` folder and runs its tests
+in a subprocess with that folder on ``PYTHONPATH``: the real build (pyproject, setuptools, entry
+point metadata) without touching the shared environment, so concurrent test runs never see a
+half-installed plugin. ``examples/ci.sh`` does the editable install into the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ssseg.errors import UserError
+from ssseg.scaffold import names_for, register, scaffold
+
+
+def new_plugin(*argv: str) -> int:
+    """Run ``ssseg new-plugin ARGV`` through a parser that only has this subcommand."""
+    parser = argparse.ArgumentParser(prog="ssseg")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["new-plugin", *argv])
+    return args.func(args)
+
+
+def test_names_are_spelled_for_each_place():
+    names = names_for("my-idea")
+    assert (names.plugin, names.distribution, names.package, names.cls) == \
+        ("my_idea", "ssseg-my-idea", "ssseg_my_idea", "MyIdea")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("My Idea", "is not a plugin name"),
+    ("2fast", "is not a plugin name"),
+    ("bad__name", "is not a plugin name"),
+    ("fixmatch", "already called 'fixmatch'"),
+])
+def test_bad_names_are_user_errors(tmp_path, name, message):
+    with pytest.raises(UserError, match=message):
+        scaffold(name, tmp_path / "out")
+
+
+def test_an_existing_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="already exists"):
+        scaffold("my_idea", tmp_path)
+
+
+def test_scaffolded_package_installs_lists_itself_and_passes_its_tests(tmp_path, capsys):
+    package = tmp_path / "pkg"
+    assert new_plugin("sharp-idea", "--dir", str(package)) == 0
+    assert f"wrote {package}" in capsys.readouterr().out
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(package)], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "SSSEG_DISABLE_PLUGIN_AUTOLOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+
+    def run(*argv: str) -> str:
+        done = subprocess.run([sys.executable, *argv], cwd=package, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    listed = [line.split() for line in run("-m", "ssseg", "plugins").splitlines()]
+    assert ["sharp_idea", "ssseg-sharp-idea", "weight_loss"] in listed
+    assert "3 passed" in run("-m", "pytest", "-p", "no:cacheprovider")
