@@ -113,16 +113,11 @@ class Trainer:
         planned = self.plan_unlabeled(ctx, unlabeled)  # after_pseudo_label .. schedule_augmentation
         pseudo, hardness, views, view_inputs = planned.pseudo, planned.hardness, planned.views, planned.inputs
         outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
-        loss_x = hook.supervised_loss(ctx=ctx, logits=outputs.labeled, target=labeled["mask"])
-        if loss_x is None:
-            loss_x = cross_entropy(outputs.labeled, labeled["mask"], run.data.ignore_index)
+        loss_x = self.supervised_loss(ctx, outputs.labeled, labeled["mask"])
         terms: dict[str, Tensor] = {"loss_x": loss_x}
-        if "aux" in outputs.extras:
-            loss_aux = hook.supervised_loss(ctx=ctx, logits=outputs.extras["aux"], target=labeled["mask"])
-            if loss_aux is None:
-                loss_aux = cross_entropy(outputs.extras["aux"], labeled["mask"], run.data.ignore_index)
-            terms["loss_x/aux"] = loss_aux
-            loss_x = loss_x + r.model.aux_weight * loss_aux
+        if outputs.aux is not None:
+            terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled["mask"])
+            loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
         loss_u = loss_x.new_zeros(())
         for view in views:
             if view.coef == 0:
@@ -170,6 +165,11 @@ class Trainer:
                 inputs[view.name] = (None, pseudo)
         return UnlabeledPlan(pseudo, hardness, views, plans, inputs)
 
+    def supervised_loss(self, ctx: StepContext, logits: Tensor, target: Tensor) -> Tensor:
+        """The ``supervised_loss`` hook's answer, or cross-entropy ignoring the ignore index."""
+        loss = self.hook.supervised_loss(ctx=ctx, logits=logits, target=target)
+        return cross_entropy(logits, target, self.run.data.ignore_index) if loss is None else loss
+
     def context(self) -> StepContext:
         """The :class:`StepContext` of the current iteration."""
         run = self.run
@@ -214,7 +214,7 @@ class Trainer:
         weak_logits = chunks.pop(0) if feature_views else None
         by_name = {v.name: chunk for v, chunk in zip(image_views + feature_views, chunks)}
         return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits,
-                              extras={"aux": aux} if aux is not None else {})
+                              aux=aux)
 
     def optimize(self, total: Tensor, terms: dict[str, Tensor]) -> bool:
         """Backward, optional gradient clipping, poly learning rate, optimiser step. A non-finite

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import attrs
 import torch
@@ -98,9 +98,10 @@ class AugmentationPlan:
 @attrs.frozen
 class StudentOutputs:
     """The student's train-mode logits of one step: ``labeled`` ``[Bl,C,H,W]``, each view's
-    logits by name, and ``weak`` when the weak batch was part of the forward."""
+    logits by name, ``weak`` when the weak batch was part of the forward, and ``aux`` (the
+    auxiliary head's logits of the labeled images) with ``model.aux_head``."""
 
     labeled: Tensor
     views: dict[str, Tensor]
     weak: Tensor | None = None
-    extras: dict[str, Any] = attrs.field(factory=dict)
+    aux: Tensor | None = None
