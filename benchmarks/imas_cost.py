@@ -1,0 +1,101 @@
+"""iMAS's own work per training step, as a share of the step time.
+
+    python benchmarks/imas_cost.py --recipe recipes/imas.yaml --steps 40 [-o key=value ...]
+
+Times every hook call (pluggy's hook-call monitoring) and the core's building of the views from
+their plans, over ``--steps`` steps after ``--warmup``. iMAS's own work is: ``estimate_hardness``
+(of which the student's extra eval-mode forward is reported apart, since it is a model forward),
+``plan_views``, ``schedule_augmentation`` plus building the views (photometric ops, blend,
+CutMix) and ``weight_loss``. Everything else is the teacher's pseudo-labelling forward, the
+student's forward and backward, the optimiser and the EMA update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import time
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ssseg.engine import trainer as trainer_module  # noqa: E402
+from ssseg.engine.run import build_run  # noqa: E402
+from ssseg.engine.trainer import Trainer  # noqa: E402
+from ssseg.recipe.load import load_recipe  # noqa: E402
+
+IMAS_HOOKS = ("estimate_hardness", "plan_views", "schedule_augmentation", "weight_loss")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="recipes/imas.yaml")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("-o", "--override", action="append", default=[])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    run = build_run(load_recipe(args.recipe, args.override))
+    trainer = Trainer(run)
+    spent: collections.Counter[str] = collections.Counter()
+    started: dict[str, float] = {}
+
+    def before(name, impls, kwargs):
+        started[name] = time.perf_counter()
+
+    def after(outcome, name, impls, kwargs):
+        spent[name] += time.perf_counter() - started.pop(name)
+
+    run.pm.add_hookcall_monitoring(before, after)
+    build_views = trainer_module.apply_plan
+
+    def timed_apply_plan(*a, **k):
+        t = time.perf_counter()
+        out = build_views(*a, **k)
+        spent["build views (photometric, blend, CutMix)"] += time.perf_counter() - t
+        return out
+
+    trainer_module.apply_plan = timed_apply_plan
+    student_forward = run.student.forward
+
+    def timed_student(*a, **k):
+        t = time.perf_counter()
+        out = student_forward(*a, **k)
+        if "estimate_hardness" in started:
+            spent["  of which: student eval forward"] += time.perf_counter() - t
+        return out
+
+    run.student.forward = timed_student
+    steps, batches = [], trainer.batches()
+    for i in range(args.warmup + args.steps):
+        labeled, unlabeled = next(batches)
+        if i == args.warmup:
+            spent.clear()
+        t = time.perf_counter()
+        trainer.step(labeled, unlabeled)
+        run.iteration += 1
+        if i >= args.warmup:
+            steps.append(time.perf_counter() - t)
+    total = sum(steps)
+    rows = [(name, spent[name]) for name in IMAS_HOOKS]
+    rows.insert(1, ("  of which: student eval forward", spent["  of which: student eval forward"]))
+    rows.append(("build views (photometric, blend, CutMix)", spent["build views (photometric, blend, CutMix)"]))
+    own = sum(v for k, v in rows if not k.startswith("  "))
+    print(f"recipe {args.recipe} {' '.join(args.override)}; {args.steps} steps, median step "
+          f"{statistics.median(steps) * 1000:.1f} ms, {args.threads} thread(s)")
+    print("| part | ms / step | share of step |")
+    print("|---|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value / args.steps * 1000:.2f} | {100 * value / total:.1f} % |")
+    extra = spent["  of which: student eval forward"]
+    print(f"| **iMAS's own work** | {own / args.steps * 1000:.2f} | {100 * own / total:.1f} % |")
+    print(f"| **the same without the student's eval forward** | {(own - extra) / args.steps * 1000:.2f} | "
+          f"{100 * (own - extra) / total:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
