@@ -6,13 +6,17 @@ their softmax outputs σ, averaged over valid pixels p and classes C:
 
     J = w · Σ_p valid_p · ‖σ(f(x; θ))_p − σ(f(x; θ'))_p‖² / (C · Σ_p valid_p)       w = ``weight``
 
-J is added as the extra loss ``consistency`` (λ_u does not scale it; no threshold, no ramp-up).
+with the usual sigmoid ramp-up of the weight over the first T = ``rampup_iters`` iterations
+(Tarvainen & Valpola, after Laine & Aila): w(t) = ``weight`` · exp(−5 (1 − min(t/T, 1))²); T = 0
+means no ramp-up. J is added as the extra loss ``consistency`` (λ_u does not scale it; no threshold).
 The student sees x as a coefficient-0 view "weak" that this plugin plans, so it answers the
 decision hook ``plan_views`` and cannot be combined with another view planner (fixmatch,
 unimatch, imas_augmentation). Compose it with ``mean_teacher: {decay: 0.99}``.
 """
 
 from __future__ import annotations
+
+import math
 
 import attrs
 from torch import Tensor
@@ -30,9 +34,17 @@ class MSEConsistency(Plugin):
 
     @attrs.frozen
     class Config:
-        """``weight`` w of the consistency cost."""
+        """``weight`` w of the consistency cost; ``rampup_iters`` T of its sigmoid ramp-up."""
 
         weight: float = attrs.field(default=100.0, validator=in_range(0))
+        rampup_iters: int = attrs.field(default=0, validator=in_range(0))
+
+    def weight_at(self, iteration: int) -> float:
+        """w(t) = weight · exp(−5 (1 − min(t/T, 1))²), or ``weight`` when T = 0."""
+        if self.config.rampup_iters == 0:
+            return self.config.weight
+        phase = 1.0 - min(iteration / self.config.rampup_iters, 1.0)
+        return self.config.weight * math.exp(-5.0 * phase * phase)
 
     @hookimpl
     def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
@@ -50,4 +62,4 @@ class MSEConsistency(Plugin):
         valid = pseudo.valid.to(student.dtype)
         squared = ((student - teacher) ** 2).sum(1)
         j = (squared * valid).sum() / (valid.sum().clamp_min(1) * student.shape[1])
-        return {"consistency": self.config.weight * j}
+        return {"consistency": self.weight_at(ctx.iteration) * j}

@@ -130,12 +130,13 @@ def test_classic_variant_adds_the_weighted_softmax_mse(tmp_path, tiny):
     pseudo = Pseudo(labels=torch.zeros(2, 1, 1, dtype=torch.long), conf=torch.ones(2, 1, 1), valid=valid,
                     logits=teacher)
     outputs = StudentOutputs(labeled=student, views={"weak": student})
-    j = plugin.extra_losses(ctx=None, unlabeled=None, pseudo=pseudo, outputs=outputs)["consistency"]
+    at = SimpleNamespace(iteration=0)
+    j = plugin.extra_losses(ctx=at, unlabeled=None, pseudo=pseudo, outputs=outputs)["consistency"]
     s = torch.sigmoid(torch.tensor(2.0))  # softmax of (2, 0)
     hand = 2 * (s - 0.5) ** 2 / (2 * 2)  # pixel 1 only, over 2 pixels x 2 classes
     torch.testing.assert_close(j, 100.0 * hand)
     invalid_second = attrs.evolve(pseudo, valid=torch.tensor([[[True]], [[False]]]))
-    masked = plugin.extra_losses(ctx=None, unlabeled=None, pseudo=invalid_second, outputs=outputs)
+    masked = plugin.extra_losses(ctx=at, unlabeled=None, pseudo=invalid_second, outputs=outputs)
     assert float(masked["consistency"]) == 0, "padding never enters the consistency"
 
 
@@ -143,3 +144,10 @@ def test_classic_consistency_plans_views_so_it_conflicts_with_fixmatch_but_moder
     with pytest.raises(UserError, match="'fixmatch' and 'mse_consistency' both answer the decision hook 'plan_views'"):
         build_run(tiny({"plugins": {"mean_teacher": {}, "mse_consistency": {}, "fixmatch": {}}}))
     build_run(tiny({"plugins": {"mean_teacher": {}, "fixmatch": {}}}))
+
+
+@pytest.mark.parametrize("iteration, factor", [(0, math.exp(-5)), (50, math.exp(-5 * 0.25)), (100, 1.0), (500, 1.0)])
+def test_consistency_weight_follows_the_sigmoid_rampup(iteration, factor):
+    plugin = instantiate("mse_consistency", {"weight": 100.0, "rampup_iters": 100})
+    assert plugin.weight_at(iteration) == pytest.approx(100.0 * factor)
+    assert instantiate("mse_consistency", {"weight": 7.0}).weight_at(0) == 7.0
