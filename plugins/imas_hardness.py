@@ -83,16 +83,19 @@ class IMASHardness(Plugin):
 
     @hookimpl
     def estimate_hardness(self, ctx: StepContext, unlabeled: UnlabeledBatch, pseudo: Pseudo) -> Tensor:
-        """γ ``[B]``: the student predicts the weak view in eval mode; the teacher's prediction is
-        ``pseudo``. Logs the mean and std of γ and the teacher's mean confident fraction ρ_t."""
+        """γ ``[B]``: the student predicts the weak view in eval mode (reusing ``pseudo`` when the
+        student is its own teacher); the teacher's prediction is ``pseudo``. Logs the mean and std of γ and the teacher's mean confident fraction ρ_t."""
         student = ctx.student
-        was_training = student.training
-        student.eval()
-        try:
-            with torch.no_grad():
-                conf_s, labels_s = student(unlabeled.image).softmax(1).max(1)
-        finally:
-            student.train(was_training)
+        if ctx.teacher is student:  # online strategy: the pseudo-labels are the student's already
+            conf_s, labels_s = pseudo.conf, pseudo.labels
+        else:
+            was_training = student.training
+            student.eval()
+            try:
+                with torch.no_grad():
+                    conf_s, labels_s = student(unlabeled.image).softmax(1).max(1)
+            finally:
+                student.train(was_training)
         e, rho_t = wsiou_easiness(labels_s, conf_s, pseudo.labels, pseudo.conf, ctx.num_classes,
                             self.config.threshold, self.config.ignore_background)
         hardness = 1 - e

@@ -42,11 +42,20 @@ class MeanTeacher(Plugin):
     def __init__(self, config):
         super().__init__(config)
         self.teacher: nn.Module | None = None
+        self._floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # (θ', θ) pairs
+        self._counts: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # integer buffers
 
     @hookimpl
     def build_teacher(self, run: Run, student: nn.Module) -> nn.Module:
         """θ' ← θ: a frozen copy of the student in eval mode."""
         self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
+        pairs = list(zip([*self.teacher.parameters(), *self.teacher.buffers()],
+                         [*student.parameters(), *student.buffers()], strict=True))
+        for target, wanted in ((self._floats, True), (self._counts, False)):
+            for t, s in pairs:
+                if t.is_floating_point() == wanted:
+                    target[0].append(t)
+                    target[1].append(s)
         return self.teacher
 
     def decay_at(self, ctx: StepContext) -> float:
@@ -60,15 +69,10 @@ class MeanTeacher(Plugin):
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """θ'_t = d_t·θ'_{t−1} + (1 − d_t)·θ_t over parameters and float buffers; copy the rest."""
         d = self.decay_at(ctx)
-        teacher = [*self.teacher.parameters(), *self.teacher.buffers()]
-        student = [*ctx.student.parameters(), *ctx.student.buffers()]
-        pairs = list(zip(teacher, student, strict=True))
-        floats = [pair for pair in pairs if pair[0].is_floating_point()]
-        counts = [pair for pair in pairs if not pair[0].is_floating_point()]
-        if floats:
-            torch._foreach_lerp_(*map(list, zip(*floats)), 1.0 - d)  # θ' + (1 − d)(θ − θ')
-        if counts:
-            torch._foreach_copy_(*map(list, zip(*counts)))
+        if self._floats[0]:  # tensor pairs gathered once in build_teacher (updated in place)
+            torch._foreach_lerp_(*self._floats, 1.0 - d)  # θ' + (1 − d)(θ − θ')
+        if self._counts[0]:
+            torch._foreach_copy_(*self._counts)
         ctx.log("ema_decay", d)
 
     @hookimpl

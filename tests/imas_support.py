@@ -20,14 +20,15 @@ IMAS = {"mean_teacher": {"decay": 0.996, "warmup_epochs": 1},
         "imas_augmentation": {}}
 
 
-def make_ctx(student=None, num_classes: int = 3, seed: int = 0) -> StepContext:
-    """A step context on the CPU with seeded generators."""
+def make_ctx(student=None, num_classes: int = 3, seed: int = 0, teacher=None) -> StepContext:
+    """A step context on the CPU with seeded generators (the teacher is the student unless given)."""
     student = student if student is not None else torch.nn.Identity()
+    teacher = teacher if teacher is not None else student
     return StepContext(iteration=0, max_iters=10, epoch=0, iters_per_epoch=10,
                        device=torch.device("cpu"), rank=0, world_size=1,
                        generator=torch.Generator().manual_seed(seed),
                        shared_generator=torch.Generator().manual_seed(seed + 1),
-                       student=student, teacher=student, num_classes=num_classes, ignore_index=255)
+                       student=student, teacher=teacher, num_classes=num_classes, ignore_index=255)
 
 
 def steps(trainer: Trainer, n: int) -> dict[str, float]:

@@ -123,7 +123,7 @@ def test_plugin_runs_the_student_in_eval_mode_and_restores_its_mode():
     with torch.no_grad():
         conf, labels = teacher(x).softmax(1).max(1)
     pseudo = Pseudo(labels=labels, conf=conf, valid=torch.ones_like(labels, dtype=torch.bool))
-    ctx = make_ctx(student)
+    ctx = make_ctx(student, teacher=teacher)
     plugin = instantiate("imas_hardness", {"threshold": 0.6, "ignore_background": False})
     hardness = plugin.estimate_hardness(ctx=ctx, unlabeled=UnlabeledBatch(x, pseudo.valid), pseudo=pseudo)
     rho = (conf >= 0.6).flatten(1).float().mean(1)
@@ -152,3 +152,19 @@ def test_two_iterations_of_the_imas_recipe_are_finite():
 
 def test_resume_continues_exactly(tmp_path):
     resume_matches_straight_run(IMAS, tmp_path)
+
+
+class _MustNotRun(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("the student's extra forward ran although it is its own teacher")
+
+
+def test_an_online_student_reuses_its_pseudo_labels_instead_of_a_second_forward():
+    labels = torch.tensor([[[0, 1], [1, 2]], [[2, 2], [0, 0]]])
+    conf = torch.tensor([[[0.9, 0.5], [0.8, 0.7]], [[0.9, 0.9], [0.1, 0.2]]])
+    pseudo = Pseudo(labels=labels, conf=conf, valid=torch.ones_like(labels, dtype=torch.bool))
+    student = _MustNotRun()
+    plugin = instantiate("imas_hardness", {"threshold": 0.6, "ignore_background": False})
+    hardness = plugin.estimate_hardness(ctx=make_ctx(student), unlabeled=UnlabeledBatch(
+        torch.zeros(2, 3, 2, 2), pseudo.valid), pseudo=pseudo)
+    assert torch.allclose(hardness, 1 - (conf >= 0.6).flatten(1).float().mean(1))
