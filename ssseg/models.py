@@ -29,6 +29,12 @@ class SegModel(nn.Module):
         self.stride = _divisor(net)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> SegModel:
+        """Keep the weights and the normalised inputs in NHWC layout (``run.channels_last``)."""
+        self.memory_format = torch.channels_last
+        return self.to(memory_format=torch.channels_last)
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """Encoder features of normalised, padded ``images`` ``[B,3,H,W]``."""
@@ -37,7 +43,7 @@ class SegModel(nn.Module):
         pad_h, pad_w = -h % self.stride, -w % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.net.encoder(x)
+        return self.net.encoder(x.contiguous(memory_format=self.memory_format))
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Logits ``[B,C,H,W]`` from encoder ``features``, cropped to the input ``size``."""
@@ -46,7 +52,7 @@ class SegModel(nn.Module):
 
     def forward(self, images: Tensor, perturb: tuple[int, int, tuple[float, ...]] | None = None,
                 aux_rows: int = 0) -> Tensor | tuple[Tensor, Tensor]:
-        """Logits ``[B,C,H,W]`` for images ``[B,3,H,W]`` in [0, 1].
+        """Logits ``[B,C,H,W]`` (float32, also under autocast) for images ``[B,3,H,W]`` in [0, 1].
 
         ``perturb=(start, stop, ps)`` also decodes Dropout2d(p) of the encoder features of rows
         ``start:stop`` for each p in ``ps`` (feature perturbation, one encoder pass); their
@@ -61,8 +67,8 @@ class SegModel(nn.Module):
         if perturb is not None:
             start, stop, ps = perturb
             features = [torch.cat([f] + [F.dropout2d(f[start:stop], p) for p in ps]) for f in features]
-        logits = self.decode(features, images.shape[-2:])
-        return logits if aux is None else (logits, aux)
+        logits = self.decode(features, images.shape[-2:]).float()
+        return logits if aux is None else (logits, aux.float())
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""

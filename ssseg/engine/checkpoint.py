@@ -29,6 +29,7 @@ def state_of(trainer) -> dict[str, Any]:
         "teacher": run.teacher.state_dict() if run.teacher is not None else None,
         "plugins": {k: p.state_dict() for k, p in run.plugins.items() if hasattr(p, "state_dict")},
         "optimizer": run.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "generator": trainer.generator.get_state(),
@@ -108,6 +109,8 @@ def restore(trainer, path: Path) -> None:
         if run.teacher is not None:
             run.teacher.load_state_dict(state["teacher"])
         run.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and trainer.scaler.is_enabled():  # fp16 before and now
+            trainer.scaler.load_state_dict(state["scaler"])
         for key, plugin in run.plugins.items():
             if hasattr(plugin, "load_state_dict"):
                 plugin.load_state_dict(state["plugins"][key])

@@ -95,6 +95,8 @@ def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
     if recipe.run.sync_bn and world > 1:
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
     student = student.to(device)
+    if recipe.run.channels_last:
+        student = student.use_channels_last()
     run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
               plugins=plugins, pm=pm, optimizer=build_optimizer(recipe, student),
               rank=rank, world_size=world)

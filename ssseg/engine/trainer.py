@@ -17,6 +17,7 @@ from ssseg.augment import blend, mix
 from ssseg.engine.checkpoint import Checkpointer
 from ssseg.engine.distributed import any_rank
 from ssseg.engine.evaluate import evaluate
+from ssseg.engine.precision import autocast, compiled, grad_scaler
 from ssseg.engine.run import Run
 from ssseg.engine.sampling import EpochSampler, SeededSamples
 from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
@@ -88,6 +89,8 @@ class Trainer:
             # smp encoders built with encoder_depth < 5 keep their unused deeper stages
             self.model = DistributedDataParallel(run.student, device_ids=device_ids,
                                                  find_unused_parameters=True)
+        self.model = compiled(self.model, r.run.compile)
+        self.scaler = grad_scaler(run.device, r.run.precision)
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
         n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled)
         batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
@@ -110,28 +113,29 @@ class Trainer:
         run, hook, r = self.run, self.hook, self.run.recipe
         ctx = self.context()
         hook.before_iteration(ctx=ctx)
-        planned = self.plan_unlabeled(ctx, unlabeled)  # after_pseudo_label .. schedule_augmentation
-        pseudo, hardness, views, view_inputs = planned.pseudo, planned.hardness, planned.views, planned.inputs
-        outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
-        loss_x = self.supervised_loss(ctx, outputs.labeled, labeled["mask"])
-        terms: dict[str, Tensor] = {"loss_x": loss_x}
-        if outputs.aux is not None:
-            terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled["mask"])
-            loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
-        loss_u = loss_x.new_zeros(())
-        for view in views:
-            if view.coef == 0:
-                continue
-            view_pseudo = view_inputs[view.name][1]
-            weights = hook.weight_loss(ctx=ctx, view=view, pseudo=view_pseudo, hardness=hardness)
-            weight = product_of(weights, view_pseudo.conf)
-            terms[f"loss_u/{view.name}"] = weighted_view_loss(outputs.views[view.name], view_pseudo, weight)
-            loss_u = loss_u + view.coef * terms[f"loss_u/{view.name}"]
-        extras = self.merge_named(hook.extra_losses(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo,
-                                                    outputs=outputs), "extra_losses")
-        lambda_u = hook.unsup_weight(ctx=ctx)
-        lambda_u = r.unsup.weight if lambda_u is None else lambda_u
-        total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u + sum(extras.values())
+        with self.autocast():  # the forwards at run.precision; losses come out in fp32
+            planned = self.plan_unlabeled(ctx, unlabeled)  # after_pseudo_label .. schedule_augmentation
+            pseudo, hardness, views, view_inputs = planned.pseudo, planned.hardness, planned.views, planned.inputs
+            outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
+            loss_x = self.supervised_loss(ctx, outputs.labeled, labeled["mask"])
+            terms: dict[str, Tensor] = {"loss_x": loss_x}
+            if outputs.aux is not None:
+                terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled["mask"])
+                loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
+            loss_u = loss_x.new_zeros(())
+            for view in views:
+                if view.coef == 0:
+                    continue
+                view_pseudo = view_inputs[view.name][1]
+                weights = hook.weight_loss(ctx=ctx, view=view, pseudo=view_pseudo, hardness=hardness)
+                weight = product_of(weights, view_pseudo.conf)
+                terms[f"loss_u/{view.name}"] = weighted_view_loss(outputs.views[view.name], view_pseudo, weight)
+                loss_u = loss_u + view.coef * terms[f"loss_u/{view.name}"]
+            extras = self.merge_named(hook.extra_losses(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo,
+                                                        outputs=outputs), "extra_losses")
+            lambda_u = hook.unsup_weight(ctx=ctx)
+            lambda_u = r.unsup.weight if lambda_u is None else lambda_u
+            total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u + sum(extras.values())
         if not self.optimize(total, terms | extras):
             return {"skipped": 1.0}
         hook.after_optimizer_step(ctx=ctx)
@@ -164,6 +168,10 @@ class Trainer:
             else:
                 inputs[view.name] = (None, pseudo)
         return UnlabeledPlan(pseudo, hardness, views, plans, inputs)
+
+    def autocast(self):
+        """Mixed precision for the forwards (``run.precision``); a no-op context for fp32."""
+        return autocast(self.run.device, self.run.recipe.run.precision)
 
     def supervised_loss(self, ctx: StepContext, logits: Tensor, target: Tensor) -> Tensor:
         """The ``supervised_loss`` hook's answer, or cross-entropy ignoring the ignore index."""
@@ -230,13 +238,15 @@ class Trainer:
             self.skipped_steps += 1
             return False
         run.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()  # the scaler (fp16 only) is a no-op otherwise
         if o.clip_grad is not None:
+            self.scaler.unscale_(run.optimizer)
             torch.nn.utils.clip_grad_norm_(run.student.parameters(), o.clip_grad)
         factor = (1 - run.iteration / o.iters) ** o.power if o.schedule == "poly" else 1.0
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        run.optimizer.step()
+        self.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients overflowed
+        self.scaler.update()
         return True
 
     @staticmethod
@@ -291,9 +301,10 @@ class Trainer:
         metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval",
                                    "wall_s": round(self.wall_s, 3)}
         for name, model in models.items():
-            result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
-                              num_classes=run.data.num_classes, ignore_index=run.data.ignore_index,
-                              device=run.device, class_names=run.data.class_names)
+            with self.autocast():
+                result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
+                                  num_classes=run.data.num_classes, ignore_index=run.data.ignore_index,
+                                  device=run.device, class_names=run.data.class_names)
             metrics |= {f"{name}/{k}": v for k, v in result.items()}
         self.hook.after_eval(run=run, metrics=metrics)
         self.last_eval = metrics

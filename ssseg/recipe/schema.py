@@ -102,6 +102,11 @@ class RunConfig:
     ``best.pt``. ``on_nonfinite``: ``stop`` (error naming the iteration and the bad loss terms;
     the last good checkpoint stays) or ``skip`` (drop that step and continue).
     ``sync_bn``: SyncBatchNorm under multi-process training.
+    ``precision``: ``fp32``, or mixed precision with ``torch.autocast`` in ``bf16`` or ``fp16``
+    (with a gradient scaler) for the forwards of training and evaluation; losses and the
+    optimiser stay fp32. ``channels_last``: the model's weights and inputs in NHWC layout.
+    ``compile``: a ``torch.compile`` backend for the student's training forward (``inductor``),
+    or null.
     """
 
     log_every: int = attrs.field(default=10, validator=positive)
@@ -111,6 +116,9 @@ class RunConfig:
     sync_bn: bool = False
     threads: int | None = attrs.field(default=None, validator=positive)
     device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: str | None = None
 
 
 @attrs.frozen
