@@ -68,3 +68,15 @@ def test_sliding_window_sums_softmax_over_overlaps():
     # every pixel is covered at least once; overlapping pixels sum several softmaxes
     counts = total.sum(0)
     assert counts.min() >= 1 - 1e-5 and counts.max() > 1.5
+
+
+@pytest.mark.parametrize("window_batch, forwards", [(None, 9), (1, 9), (4, 3), (16, 1)])
+def test_sliding_window_batch_sets_windows_per_forward_not_the_result(window_batch, forwards):
+    image = torch.rand(3, 16, 16)  # 3 x 3 windows of 8 with stride 4
+    model, batches = Conv(), []
+    model.register_forward_hook(lambda m, inputs, out: batches.append(inputs[0].shape[0]))
+    cfg = EvalConfig(mode="sliding", window=8, stride=4, window_batch=window_batch)
+    pred = predict(model, image, cfg, crop=8, num_classes=4)
+    assert len(batches) == forwards and sum(batches) == 9  # default on a CPU: one window a forward
+    reference = sliding_probs(Conv(), image, window=8, stride=4, num_classes=4, batch=1).argmax(0)
+    assert torch.equal(pred, reference)
