@@ -62,7 +62,7 @@ def current_rss(pid: int | str = "self") -> int:
     return 0
 
 
-def measure(config: str, batch: int, steps: int, threads: int) -> dict:
+def measure(config: str, batch: int, steps: int, threads: int, extra: list[str]) -> dict:
     """Build the run and do ``steps`` steps in this process; return the memory figures."""
     import resource
 
@@ -74,7 +74,7 @@ def measure(config: str, batch: int, steps: int, threads: int) -> dict:
     from ssseg.recipe.load import load_recipe
 
     torch.set_num_threads(threads)
-    run = build_run(load_recipe(RECIPES[config], overrides(config, batch)))
+    run = build_run(load_recipe(RECIPES[config], overrides(config, batch) + extra))
     trainer = Trainer(run)
     cuda = run.device.type == "cuda"
     result = {"config": config, "batch": batch, "crop": run.recipe.data.crop,
@@ -95,14 +95,15 @@ def measure(config: str, batch: int, steps: int, threads: int) -> dict:
     return result
 
 
-def spawn(config: str, batch: int, steps: int, threads: int, max_gib: float, min_free_gib: float) -> dict | None:
+def spawn(config: str, batch: int, steps: int, threads: int, max_gib: float, min_free_gib: float,
+          extra: list[str]) -> dict | None:
     """Run :func:`measure` in a fresh interpreter; kill it if its RSS passes ``max_gib`` or the
     machine's MemAvailable falls under ``min_free_gib``.
 
     The parent stays free of torch: on Linux a child's ``ru_maxrss`` starts from the RSS of the
     process it was forked from."""
     cmd = [sys.executable, __file__, "--child", "--config", config, "--batch", str(batch),
-           "--steps", str(steps), "--threads", str(threads)]
+           "--steps", str(steps), "--threads", str(threads)] + [a for o in extra for a in ("-o", o)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     watched = 0
@@ -159,13 +160,15 @@ def main() -> None:
     p.add_argument("--budget-gib", type=float, nargs="+", default=[24.0, 22.0])
     p.add_argument("--verify", action="store_true",
                    help="run the largest unmeasured B predicted to fit (see --max-gib, --headroom-gib)")
+    p.add_argument("-o", "--override", action="append", default=[],
+                   help="extra recipe override, e.g. run.precision=bf16")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.config, args.batch[0], args.steps, args.threads)))
+        print(json.dumps(measure(args.config, args.batch[0], args.steps, args.threads, args.override)))
         return
 
-    print(f"{args.config}: {RECIPES[args.config]}, {args.steps} steps, {args.threads} thread(s)")
+    print(f"{args.config}: {RECIPES[args.config]} {' '.join(args.override)}, {args.steps} steps, {args.threads} thread(s)")
     print("| config | batch | crop | RSS built (GiB) | peak RSS after each step (GiB) | step s | CUDA peak (GiB) |")
     print("|---|---|---|---|---|---|---|")
     peaks: dict[int, float] = {}
@@ -177,7 +180,7 @@ def main() -> None:
                 print(f"  B={batch}: skipped, predicted peak {(a + b * batch) / GIB:.1f} GiB > "
                       f"{limit / GIB:.1f} GiB allowed now")
                 continue
-        r = spawn(args.config, batch, args.steps, args.threads, args.max_gib, args.min_free_gib)
+        r = spawn(args.config, batch, args.steps, args.threads, args.max_gib, args.min_free_gib, args.override)
         if r is not None:
             print(row(r), flush=True)
             peaks[batch] = r["peaks"][-1]
@@ -196,7 +199,7 @@ def main() -> None:
             print(f"verify: the largest B under {limit / GIB:.1f} GiB allowed now is {safe}, nothing new to run")
             return
         print(f"verify: B={safe}, the largest under {limit / GIB:.1f} GiB allowed now")
-        r = spawn(args.config, safe, args.steps, args.threads, args.max_gib, args.min_free_gib)
+        r = spawn(args.config, safe, args.steps, args.threads, args.max_gib, args.min_free_gib, args.override)
         if r is not None:
             print(row(r))
             print(f"verify B={safe}: predicted {(a + b * safe) / GIB:.2f} GiB, measured "
