@@ -1,6 +1,7 @@
 """Throughput of the batched photometric augmentation vs per-image PIL, images/s.
 
     python benchmarks/photometric_throughput.py [--sizes 513 769] [--batch 8] [--repeats 5]
+    python benchmarks/photometric_throughput.py --per-op --sizes 513 --threads 1
 
 Input and output of every variant is a float batch ``[B, 3, S, S]`` in [0, 1], as the training step
 holds the weak view. "PIL" is the released code's way, per image: draw ops with ``random.choices``
@@ -9,6 +10,8 @@ uint8 images. It is timed twice: ops only (PIL images prepared beforehand) and e
 -> uint8 PIL -> ops -> tensor, what swapping it in for the batched version would cost). The
 FixMatch/UniMatch colour view is timed the same way with torchvision's PIL ColorJitter,
 RandomGrayscale and the PIL blur. Torch runs with ``--threads`` threads, PIL always in one.
+``--per-op`` instead times each of the 12 ops alone (magnitude 0.5) on the batch and on the
+prepared PIL images, to show where the batched view loses to PIL.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torchvision import transforms
 
-from ssseg.augment import apply_plan, sample_fixmatch_plan, sample_imas_plan
+from ssseg.augment import OP_NAMES, apply_plan, sample_fixmatch_plan, sample_imas_plan
+from ssseg.augment.photometric import _OPS
 
 MODIFIER = 0.999  # what the released dataset passes to every op
 
@@ -121,16 +125,36 @@ def bench_size(size: int, batch: int, repeats: int, device: torch.device) -> dic
     return results
 
 
+def per_op(size: int, batch: int, repeats: int) -> None:
+    """Print ms per image of each op alone at magnitude 0.5: batched (CPU) and PIL (ops only)."""
+    images = torch.rand(batch, 3, size, size)
+    pil_images = to_pil(images)
+    half, plus = torch.full((batch,), 0.5), torch.ones(batch)
+    print(f"| op | batched ms/image | PIL ms/image | batched / PIL time |\n|---|---|---|---|")
+    for k, name in enumerate(OP_NAMES):
+        op = _OPS[name]
+        param = op.full(half, plus)
+        batched = 1000 / images_per_second(lambda: op.apply(images, param), batch, repeats)
+        pil = 1000 / images_per_second(lambda: [PIL_OPS[k](im, 0.5) for im in pil_images], batch, repeats)
+        print(f"| {name} | {batched:.2f} | {pil:.2f} | {batched / pil:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[513, 769])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--per-op", action="store_true", help="time each op alone (CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     random.seed(0)
     np.random.seed(0)
+    if args.per_op:
+        for size in args.sizes:
+            print(f"{size}x{size}, batch {args.batch}, torch {torch.__version__}, {args.threads} thread(s)")
+            per_op(size, args.batch, args.repeats)
+        return
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     machine = platform.processor() or platform.machine()
     print(f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads")
