@@ -54,6 +54,7 @@ class PlainLoop:
 
     def __init__(self, run, tau: float, decay: float, warmup_epochs: int, iters_per_epoch: int):
         r = run.recipe
+        self.num_classes = run.data.num_classes
         self.net = copy.deepcopy(run.student.net)          # the same initial weights
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.mean = torch.tensor(r.model.mean).view(1, 3, 1, 1)
@@ -147,7 +148,6 @@ def build(method: str, overrides: list[str], out_dir: Path):
                 warmup_epochs=plugins["mean_teacher"].get("warmup_epochs", 0),
                 iters_per_epoch=trainer.iters_per_epoch)
     plain = PlainIMAS(run, **args) if method == "imas" else PlainLoop(run, **args)
-    plain.num_classes = run.data.num_classes
     return run, trainer, plain
 
 
