@@ -35,15 +35,6 @@ CROPS = {"voc": 513, "cityscapes": 769}
 GIB = 1024 ** 3
 
 
-def overrides(config: str, batch: int) -> list[str]:
-    """Recipe overrides: the embedded dataset at the paper crop, no pretrained weights, B + B."""
-    size = min(CROPS[config], 512)  # the embedded dataset's largest image; the crop pads the rest
-    return ["data.dataset=embedded", "data.root=null", f"data.split={batch}",
-            f"data.options={{size: {size}, train: {2 * batch}, val: 3}}",
-            "model.encoder_weights=null", f"data.batch_labeled={batch}",
-            f"data.batch_unlabeled={batch}", "data.workers=0"]
-
-
 def mem_available() -> int:
     """The machine's MemAvailable in bytes."""
     with open("/proc/meminfo") as f:
@@ -71,10 +62,11 @@ def measure(config: str, batch: int, steps: int, threads: int, extra: list[str])
 
     from ssseg.engine.run import build_run
     from ssseg.engine.trainer import Trainer
+    from paper_size import embedded_at
     from ssseg.recipe.load import load_recipe
 
     torch.set_num_threads(threads)
-    run = build_run(load_recipe(RECIPES[config], overrides(config, batch) + extra))
+    run = build_run(load_recipe(RECIPES[config], embedded_at(CROPS[config], batch) + extra))
     trainer = Trainer(run)
     cuda = run.device.type == "cuda"
     result = {"config": config, "batch": batch, "crop": run.recipe.data.crop,

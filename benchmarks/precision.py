@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ssseg.engine.run import build_run  # noqa: E402
 from ssseg.engine.trainer import Trainer  # noqa: E402
 from ssseg.recipe.load import load_recipe  # noqa: E402
+from paper_size import embedded_at  # noqa: E402
 
 OPTIONS = {
     "fp32": [],
@@ -34,9 +35,7 @@ OPTIONS = {
     "bf16+channels_last": ["run.precision=bf16", "run.channels_last=true"],
     "compile": ["run.compile=inductor"],
 }
-PAPER = ["data.dataset=embedded", "data.root=null", "data.split=8", "data.crop=321",
-         "data.options={size: 321, train: 40, val: 4}", "model.encoder=resnet50",
-         "model.encoder_weights=null", "data.batch_labeled=2", "data.batch_unlabeled=2", "data.workers=0"]
+PAPER = ["model.encoder=resnet50"] + embedded_at(321, 2)  # DeepLabV3+ R50 321², 2 + 2
 
 
 def main() -> None:

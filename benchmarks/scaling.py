@@ -36,22 +36,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ssseg.engine.run import build_run  # noqa: E402
 from ssseg.engine.trainer import Trainer  # noqa: E402
 from ssseg.recipe.load import load_recipe  # noqa: E402
+from paper_size import embedded_at  # noqa: E402
 
 RECIPE = "recipes/paper/imas_voc.yaml"
-
-
-def overrides(batch: int, crop: int) -> list[str]:
-    """Recipe overrides: ResNet-50, the embedded dataset at ``crop``, no pretrained weights, B + B."""
-    return ["model.encoder=resnet50", "model.encoder_weights=null", "data.dataset=embedded",
-            "data.root=null", f"data.split={batch}", f"data.crop={crop}",
-            f"data.options={{size: {min(crop, 512)}, train: {2 * batch}, val: 3}}",
-            f"data.batch_labeled={batch}", f"data.batch_unlabeled={batch}", "data.workers=0"]
 
 
 def time_steps(batch: int, crop: int, steps: int) -> tuple[float, float]:
     """Median wall and CPU (all threads) seconds per training step over ``steps`` steps after one
     warm-up step."""
-    run = build_run(load_recipe(RECIPE, overrides(batch, crop)))
+    run = build_run(load_recipe(RECIPE, ["model.encoder=resnet50"] + embedded_at(crop, batch)))
     trainer = Trainer(run)
     batches = trainer.batches()
     wall, cpu = [], []

@@ -11,6 +11,7 @@ from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.errors import UserError
+from ssseg.suite.predict import predict_mask
 from ssseg.recipe.load import merge
 from ssseg.testing import tiny_recipe
 
@@ -91,3 +92,11 @@ def test_bf16_run_trains_and_evaluates():
     trainer = build({"precision": "bf16"})
     metrics = trainer.train()
     assert 0 <= metrics["student/miou"] <= 1 and 0 <= metrics["teacher/miou"] <= 1
+
+
+def test_predictions_use_the_runs_precision_like_its_evaluations():
+    run = build({"precision": "bf16"}).run
+    seen = []
+    run.student.net.encoder.conv1.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    mask = predict_mask(run, run.student.eval(), run.data.val[0]["image"])
+    assert seen == [torch.bfloat16] and mask.dtype == torch.int64

@@ -297,7 +297,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Evaluate the student and every module from ``eval_models`` on the val set."""
         run, r = self.run, self.run.recipe
-        models = {"student": run.student} | self.merge_named(self.hook.eval_models(run=run), "eval_models")
+        models = evaluated_models(run)
         metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval",
                                    "wall_s": round(self.wall_s, 3)}
         for name, model in models.items():
@@ -356,6 +356,11 @@ class Trainer:
         if not self.last_eval or self.last_eval["iteration"] != run.iteration:
             self.write_metrics(self.evaluate())
         return self.last_eval
+
+
+def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:
+    """The modules a run evaluates: the student and every module ``eval_models`` names."""
+    return {"student": run.student} | Trainer.merge_named(run.hook.eval_models(run=run), "eval_models")
 
 
 class NonFiniteLoss(UserError):

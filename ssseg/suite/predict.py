@@ -58,22 +58,25 @@ def load_model(recipe: Recipe, checkpoint: Path, model: str = "student") -> tupl
     ``model`` (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
     from ssseg.engine.checkpoint import load_weights
     from ssseg.engine.run import build_run
-    from ssseg.engine.trainer import Trainer
+    from ssseg.engine.trainer import evaluated_models
 
     run = build_run(recipe)
     load_weights(run, checkpoint)
-    models = {"student": run.student} | Trainer.merge_named(run.hook.eval_models(run=run), "eval_models")
+    models = evaluated_models(run)
     if model not in models:
         raise UserError(f"--model {model}: this recipe evaluates {', '.join(models)}")
     return run, models[model].eval()
 
 
 def predict_mask(run: Run, module: torch.nn.Module, image: Tensor) -> Tensor:
-    """Class indices ``[H,W]`` for ``image`` ``[3,H,W]`` with the recipe's evaluation mode."""
+    """Class indices ``[H,W]`` for ``image`` ``[3,H,W]`` with the recipe's evaluation mode and
+    ``run.precision``, as training's evaluations predict."""
     from ssseg.engine.evaluate import predict
+    from ssseg.engine.precision import autocast
 
     r = run.recipe
-    return predict(module, image.to(run.device), r.eval, r.data.crop, run.data.num_classes).cpu()
+    with autocast(run.device, r.run.precision):
+        return predict(module, image.to(run.device), r.eval, r.data.crop, run.data.num_classes).cpu()
 
 
 def predict_files(recipe: Recipe, checkpoint: Path, images: list[Path], out: Path,
