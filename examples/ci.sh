@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Third-party plugin checks, run inside the already-activated ssseg environment (called by .ci/run):
-# install the example plugin (editable, without touching torch), run its tests, train it for two
+# install each example plugin (editable, without touching torch), run its tests, train it for two
 # iterations through its entry point; then scaffold a plugin, install it, and run its own tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,13 @@ python -m pytest -q -p no:cacheprovider examples/adaptive_threshold/tests
 ssseg train examples/adaptive_threshold/recipe.yaml --out "$tmp/adaptive" \
     -o optim.iters=2 -o eval.every=2 -o eval.max_images=4 -o run.log_every=1
 grep -q '"adaptive_threshold/tau"' "$tmp/adaptive/metrics.jsonl"
+
+install examples/feature_distillation
+ssseg plugins | grep -E '^feature_distillation +ssseg-feature-distillation '
+python -m pytest -q -p no:cacheprovider examples/feature_distillation/tests
+ssseg train examples/feature_distillation/recipe.yaml --out "$tmp/distillation" \
+    -o optim.iters=2 -o eval.every=2 -o eval.max_images=4 -o run.log_every=1
+grep -q '"fd"' "$tmp/distillation/metrics.jsonl"
 
 ssseg new-plugin ci-probe --dir "$tmp/ci-probe"
 install "$tmp/ci-probe"

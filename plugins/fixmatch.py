@@ -9,6 +9,10 @@ mode, ŷ = argmax p(x_w), conf = max p(x_w); the student learns ŷ on one strong
 
     L_u = Σ_p CE(f(x_s)_p, ŷ_p) · 1[conf_p ≥ τ] · valid_p / Σ_p valid_p,     L = (L_x + L_u) / 2
 
+With ``pseudo_labels: student_train`` (the released code) ŷ and conf come from the student's
+train-mode forward of cat(x, x_w) (its BatchNorm statistics; detached), while the mix partner's
+come from the eval-mode forward, as the released code labels its separate mix batch.
+
 The mix batch is the batch reversed (image i receives from image B−1−i), which the spec allows and
 which never pairs an image with itself for even B. The threshold τ comes from
 ``confidence_threshold``, the halves from ``unsup: {weight: 0.5, supervised_weight: 0.5}``.
@@ -17,12 +21,13 @@ which never pairs an image with itself for even B. The threshold τ comes from
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch, View, hookimpl,
+from ssseg.api import (AugmentationPlan, Plugin, Pseudo, Run, StepContext, UnlabeledBatch, View, hookimpl,
                        in_range)
 from ssseg.augment.cutmix import fixmatch_boxes
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
@@ -35,12 +40,21 @@ class FixMatch(Plugin):
 
     @attrs.frozen
     class Config:
-        """Probabilities of A_s's colour jitter, grayscale and blur, and of CutMix."""
+        """Probabilities of A_s's colour jitter, grayscale and blur, and of CutMix.
+        ``pseudo_labels``: ``teacher`` (the eval-mode teacher or online student labels x_w) or
+        ``student_train`` (released: ŷ from the student's train-mode forward of cat(x, x_w),
+        detached; the mix partner labelled in eval mode)."""
 
         p_jitter: float = attrs.field(default=0.8, validator=in_range(0, 1))
         p_gray: float = attrs.field(default=0.2, validator=in_range(0, 1))
         p_blur: float = attrs.field(default=0.5, validator=in_range(0, 1))
         p_cutmix: float = attrs.field(default=0.5, validator=in_range(0, 1))
+        pseudo_labels: Literal["teacher", "student_train"] = "teacher"
+
+    @hookimpl
+    def pseudo_label_source(self, run: Run) -> str:
+        """Where ŷ comes from (``pseudo_labels``)."""
+        return self.config.pseudo_labels
 
     @hookimpl
     def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:

@@ -37,6 +37,9 @@ from ssseg.api import (AugmentationPlan, Plugin, Pseudo, Run, StepContext, Unlab
 from ssseg.augment import apply_imas_plan, hard_easy_partners, imas_boxes, sample_imas_plan
 from ssseg_plugins.imas_hardness import easiness_of, require_hardness
 
+WEAK_VIEW = "x_w"  # the weak batch as a coefficient-0 view (weak_in_forward)
+
+
 def _weak_in_forward_needs_imas_views(config, attribute, value: bool) -> None:
     if value and config.views == "unimatch":
         err = ValueError("views: unimatch already forwards the weak batch (its feature view); "
@@ -82,7 +85,7 @@ class IMASAugmentation(Plugin):
     def setup(self, run: Run) -> None:
         """Refuse a recipe without a hardness estimator when an option needs e."""
         if self.uses_hardness:
-            require_hardness(run, getattr(self, "ssseg_key", self.name))
+            require_hardness(run, self.recipe_key)
 
     @hookimpl
     def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
@@ -93,14 +96,14 @@ class IMASAugmentation(Plugin):
         fired = self.config.cutmix and self._cutmix_fires(ctx, hardness, "cutmix")
         views = [View("strong", 0.5 if fired else 1.0)]
         views += [View("cutmix", 0.5)] if fired else []
-        views += [View("weak", 0.0)] if self.config.weak_in_forward else []
+        views += [View(WEAK_VIEW, 0.0)] if self.config.weak_in_forward else []
         return views
 
     @hookimpl
     def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch,
                               pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan | None:
         """The per-image plan of ``view``: intensity (strong ops, blend), CutMix (box, partner)."""
-        if view.name == "weak":
+        if view.name == WEAK_VIEW:
             return None
         if view.name == "cutmix":  # §3b: sources are the weak images
             box, partner = self._cutmix(ctx, unlabeled, hardness)
@@ -113,7 +116,7 @@ class IMASAugmentation(Plugin):
         return AugmentationPlan(photometric=photometric, blend=blend)
 
     def _e(self, hardness: Tensor | None) -> Tensor:
-        return easiness_of(hardness, getattr(self, "ssseg_key", self.name))
+        return easiness_of(hardness, self.recipe_key)
 
     # -- the two augmentations -----------------------------------------------------------------
 

@@ -33,9 +33,9 @@ class IMASWeighting(Plugin):
     @hookimpl
     def setup(self, run: Run) -> None:
         """Refuse a recipe without a hardness estimator."""
-        require_hardness(run, getattr(self, "ssseg_key", self.name))
+        require_hardness(run, self.recipe_key)
 
     @hookimpl
     def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo, hardness: Tensor | None) -> Tensor:
         """e_i = 1 − γ_i ``[B]``, detached."""
-        return easiness_of(hardness, getattr(self, "ssseg_key", self.name))
+        return easiness_of(hardness, self.recipe_key)

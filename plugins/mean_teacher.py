@@ -34,10 +34,12 @@ class MeanTeacher(Plugin):
 
     @attrs.frozen
     class Config:
-        """``decay`` α; ``warmup_epochs`` during which the teacher copies the student (d = 0)."""
+        """``decay`` α; ``warmup_epochs`` during which the teacher copies the student (d = 0);
+        ``ramp_up``: d_t = min(1 − 1/(t + 1), α) (false: d_t = α from the first step, as CutMix-Seg)."""
 
         decay: float = attrs.field(default=0.996, validator=in_range(0, 1, hi_open=True))
         warmup_epochs: int = attrs.field(default=0, validator=in_range(0))
+        ramp_up: bool = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -59,9 +61,12 @@ class MeanTeacher(Plugin):
         return self.teacher
 
     def decay_at(self, ctx: StepContext) -> float:
-        """d_t = min(1 − 1/(t + 1), α) with t the global iteration; 0 during the warm-up."""
+        """d_t = min(1 − 1/(t + 1), α) with t the global iteration (α with ``ramp_up: false``); 0
+        during the warm-up."""
         if ctx.epoch < self.config.warmup_epochs:
             return 0.0
+        if not self.config.ramp_up:
+            return self.config.decay
         return min(1.0 - 1.0 / (ctx.iteration + 1), self.config.decay)
 
     @hookimpl

@@ -9,9 +9,9 @@ their softmax outputs σ, averaged over valid pixels p and classes C:
 with the usual sigmoid ramp-up of the weight over the first T = ``rampup_iters`` iterations
 (Tarvainen & Valpola, after Laine & Aila): w(t) = ``weight`` · exp(−5 (1 − min(t/T, 1))²); T = 0
 means no ramp-up. J is added as the extra loss ``consistency`` (λ_u does not scale it; no threshold).
-The student sees x as a coefficient-0 view "weak" that this plugin plans, so it answers the
-decision hook ``plan_views`` and cannot be combined with another view planner (fixmatch,
-unimatch, imas_augmentation). Compose it with ``mean_teacher: {decay: 0.99}``.
+The student sees x in its training forward because this plugin asks for it
+(``FeatureRequest(student_on_weak=True)``: ``outputs.weak``); it plans no view, so it composes
+with any view planner. Compose it with ``mean_teacher: {decay: 0.99}``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ from __future__ import annotations
 import math
 
 import attrs
-from torch import Tensor
 
-from ssseg.api import (Plugin, Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, hookimpl,
-                       in_range)
-
-WEAK = "weak"
+from ssseg.api import (FeatureRequest, Plugin, Pseudo, Run, StepContext, StudentOutputs, UnlabeledBatch,
+                       hookimpl, in_range)
 
 
 class MSEConsistency(Plugin):
@@ -47,17 +44,17 @@ class MSEConsistency(Plugin):
         return self.config.weight * math.exp(-5.0 * phase * phase)
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
-        """The student sees the weak batch unchanged (no CE loss: coefficient 0)."""
-        return [View(WEAK, coef=0.0)]
+    def request_features(self, run: Run) -> FeatureRequest:
+        """The student sees the weak batch x unchanged in its training forward."""
+        return FeatureRequest(student_on_weak=True)
 
     @hookimpl
     def extra_losses(self, ctx: StepContext, unlabeled: UnlabeledBatch | None, pseudo: Pseudo | None,
-                     outputs: StudentOutputs) -> dict[str, Tensor] | None:
+                     outputs: StudentOutputs) -> dict | None:
         """J = w · mean over valid pixels and classes of (σ(student) − σ(teacher))²."""
         if pseudo is None:
             return None
-        student = outputs.views[WEAK].softmax(1)
+        student = outputs.weak.softmax(1)
         teacher = pseudo.logits.softmax(1)
         valid = pseudo.valid.to(student.dtype)
         squared = ((student - teacher) ** 2).sum(1)

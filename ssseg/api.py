@@ -7,22 +7,25 @@ implementations marked with :data:`hookimpl`, and optionally ``state_dict()`` /
 
 from ssseg.engine.distributed import all_reduce_sum_
 from ssseg.engine.run import Run
-from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
-                                UnlabeledBatch, View)
+from ssseg.engine.types import (AugmentationPlan, FeatureRequest, Features, LabeledBatch, LossTerm,
+                                Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 from ssseg.errors import UserError
+from ssseg.models import SegModel
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
 from ssseg.recipe.validators import in_range, positive
 
 
 class Plugin:
-    """Optional base class: stores the validated ``config``."""
+    """Optional base class: stores the validated ``config``. ``recipe_key`` is the key under
+    ``plugins:`` this instance was built from (set by the core on every plugin; messages name it)."""
 
     name: str = ""
+    recipe_key: str = ""
 
     def __init__(self, config):
         self.config = config
 
 
-__all__ = ["AugmentationPlan", "all_reduce_sum_", "HOOKSPEC_VERSION", "Plugin", "Pseudo", "Run", "StepContext",
-           "StudentOutputs", "UnlabeledBatch", "UserError", "View", "hookimpl", "in_range",
-           "positive"]
+__all__ = ["AugmentationPlan", "FeatureRequest", "Features", "HOOKSPEC_VERSION", "LabeledBatch", "LossTerm",
+           "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs", "UnlabeledBatch",
+           "UserError", "View", "ViewInput", "all_reduce_sum_", "hookimpl", "in_range", "positive"]

@@ -123,13 +123,13 @@ def cmd_eval(args) -> int:
 def cmd_plugins(args) -> int:
     """List discovered plugins, their distribution and the hooks they answer."""
     from ssseg.compat import implemented_hooks
-    from ssseg.hookspecs import KINDS
+    from ssseg.hookspecs import HOOK_KINDS
     from ssseg.plugin_manager import discover
 
     for name, source in sorted(discover().items()):
         try:
             cls = source.load()
-            hooks = [h for h in KINDS if h in implemented_hooks(cls)]
+            hooks = [h for h in HOOK_KINDS if h in implemented_hooks(cls)]
             print(f"{name:24s} {source.distribution:28s} {', '.join(hooks)}")
         except Exception as err:  # noqa: BLE001 - a broken third-party plugin must not hide the rest
             print(f"{name:24s} {source.distribution:28s} cannot be imported: {err}")

@@ -8,7 +8,10 @@ an entry to :data:`CHANGES` (a test checks it) and, for a removed or renamed hoo
 
 from __future__ import annotations
 
-from ssseg.hookspecs import HOOKSPEC_VERSION, KINDS, hookimpl
+import inspect
+import re
+
+from ssseg.hookspecs import HOOK_KINDS, HOOKSPEC_VERSION, hookimpl
 
 # version -> what changed in it
 CHANGES: dict[int, str] = {
@@ -17,9 +20,24 @@ CHANGES: dict[int, str] = {
        "after_optimizer_step, after_iteration, eval_models, after_eval",
     2: "new observer hook after_pseudo_label(ctx, unlabeled, pseudo), called right after the "
        "teacher's pseudo-labels and before estimate_hardness",
+    3: "more trainable modules (build_modules, run.new_model, ctx.modules), features on request "
+       "(request_features, outputs.features, pseudo.features), a pseudo-label source decision "
+       "(pseudo_label_source), loss hooks see the labeled batch and every view's ViewInput "
+       "(weight_loss gains view_input and runs for coefficient-0 views too; extra_losses gains "
+       "labeled, hardness and views), Pseudo.logits are kept and mixed with CutMix (probs = soft "
+       "targets), extra terms may be LossTerm(value, times_lambda_u=True), new observer "
+       "after_backward, answers are checked (weight_loss [B] or [B,H,W], extra terms scalar "
+       "tensors), view names 'labeled' and 'weak' are reserved (outputs.weak holds the weak batch's "
+       "logits when it is forwarded; FeatureRequest.student_on_weak asks for it); removed: "
+       "StepContext.progress (use ctx.iteration / ctx.max_iters)",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}
+# removed attribute of a hook argument -> (the version that removed it, its pattern in a hook's
+# source, what to use instead)
+REMOVED_ATTRIBUTES: dict[str, tuple[int, str, str]] = {
+    "StepContext.progress": (3, r"\bctx\.progress\b", "use ctx.iteration / ctx.max_iters"),
+}
 
 _MARK = f"{hookimpl.project_name}_impl"
 
@@ -45,7 +63,7 @@ def hookspec_problem(cls: type) -> str | None:
         return (f"needs hook spec version {required}, but this ssseg has version {HOOKSPEC_VERSION}; "
                 f"upgrade ssseg (pip install -U ssseg)")
     for hook in implemented_hooks(cls):
-        if hook in KINDS:
+        if hook in HOOK_KINDS:
             continue
         if hook in REMOVED:
             version, instead = REMOVED[hook]
@@ -54,4 +72,31 @@ def hookspec_problem(cls: type) -> str | None:
             return (f"implements {hook!r}, which hook spec version {HOOKSPEC_VERSION} does not have "
                     f"(the plugin was written for version {required}); changes since: "
                     f"{changes_since(required)}")
+    return _removed_attribute_use(cls, required)
+
+
+def _removed_attribute_use(cls: type, required: int | None) -> str | None:
+    """A hook of ``cls``, written for an older hook spec, that reads a removed attribute."""
+    for attribute, (version, pattern, instead) in REMOVED_ATTRIBUTES.items():
+        if required is not None and required >= version:
+            continue
+        for hook in implemented_hooks(cls):
+            try:
+                source = inspect.getsource(getattr(cls, hook))
+            except (OSError, TypeError):
+                continue
+            if re.search(pattern, source):
+                return (f"hook {hook!r} reads {attribute}, which hook spec version {version} removed: "
+                        f"{instead}")
     return None
+
+
+def removed_attribute_hint(err: Exception) -> str:
+    """For an AttributeError on an attribute that a hook spec version removed, what to use instead."""
+    if not isinstance(err, AttributeError):
+        return ""
+    for attribute, (version, _, instead) in REMOVED_ATTRIBUTES.items():
+        owner, name = attribute.split(".")
+        if f"'{owner}' object has no attribute '{name}'" in str(err):
+            return f" ({attribute} was removed in hook spec version {version}: {instead})"
+    return ""

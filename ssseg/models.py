@@ -4,6 +4,7 @@ encoder and decoder can be called separately (feature-perturbation views need it
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -47,28 +48,57 @@ class SegModel(nn.Module):
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Logits ``[B,C,H,W]`` from encoder ``features``, cropped to the input ``size``."""
-        logits = self.net.segmentation_head(self.net.decoder(features))
-        return logits[..., : size[0], : size[1]]
+        return self.classify(self.net.decoder(features), size)
+
+    def classify(self, decoded: Tensor, size: tuple[int, int]) -> Tensor:
+        """Logits ``[B,C,H,W]`` from the decoder's output, cropped to the input ``size``."""
+        return self.net.segmentation_head(decoded)[..., : size[0], : size[1]]
 
     def forward(self, images: Tensor, perturb: tuple[int, int, tuple[float, ...]] | None = None,
-                aux_rows: int = 0) -> Tensor | tuple[Tensor, Tensor]:
+                aux_rows: int = 0, features: tuple[str, ...] = ()) -> Tensor | dict[str, Any]:
         """Logits ``[B,C,H,W]`` (float32, also under autocast) for images ``[B,3,H,W]`` in [0, 1].
 
         ``perturb=(start, stop, ps)`` also decodes Dropout2d(p) of the encoder features of rows
         ``start:stop`` for each p in ``ps`` (feature perturbation, one encoder pass); their
         logits follow the batch's, in the order of ``ps``. ``aux_rows > 0`` (with an auxiliary
-        head) also returns the auxiliary logits of the first ``aux_rows`` images.
+        head) also returns the auxiliary logits of the first ``aux_rows`` images. ``features``
+        (any of ``"encoder"``, ``"decoder"``) also returns those intermediate features, for every
+        row (perturbed rows included). With any of these extras the answer is a dict with
+        ``"logits"`` and the extras under their names (``"aux"``, ``"encoder"``, ``"decoder"``).
         """
-        features = self.encode(images)
+        size = images.shape[-2:]
+        encoded = self.encode(images)
         aux = None
         if aux_rows and self.aux is not None:
-            aux = F.interpolate(self.aux(features[-2][:aux_rows]), size=features[0].shape[-2:],
-                                mode="bilinear", align_corners=False)[..., : images.shape[-2], : images.shape[-1]]
+            aux = F.interpolate(self.aux(encoded[-2][:aux_rows]), size=encoded[0].shape[-2:],
+                                mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
         if perturb is not None:
             start, stop, ps = perturb
-            features = [torch.cat([f] + [F.dropout2d(f[start:stop], p) for p in ps]) for f in features]
-        logits = self.decode(features, images.shape[-2:]).float()
-        return logits if aux is None else (logits, aux.float())
+            encoded = [torch.cat([f] + [F.dropout2d(f[start:stop], p) for p in ps]) for f in encoded]
+        decoded = self.net.decoder(encoded)
+        logits = self.classify(decoded, size).float()
+        if aux is None and not features:
+            return logits
+        out: dict[str, Any] = {"logits": logits}
+        if aux is not None:
+            out["aux"] = aux.float()
+        if "encoder" in features:
+            out["encoder"] = list(encoded)
+        if "decoder" in features:
+            out["decoder"] = decoded
+        return out
+
+    @torch.no_grad()
+    def feature_channels(self) -> dict[str, Any]:
+        """Channels of the features :meth:`forward` returns on request: ``{"encoder": (c_0, ...),
+        "decoder": D}`` (a dry forward in eval mode; the mode and the statistics are unchanged),
+        for sizing a head on them."""
+        was_training = self.training
+        self.eval()
+        side = 2 * self.stride
+        out = self(torch.zeros(1, 3, side, side, device=self.mean.device), features=("encoder", "decoder"))
+        self.train(was_training)
+        return {"encoder": tuple(f.shape[1] for f in out["encoder"]), "decoder": out["decoder"].shape[1]}
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""

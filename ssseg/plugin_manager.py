@@ -14,7 +14,8 @@ import attrs
 import pluggy
 
 from ssseg import hookspecs
-from ssseg.compat import hookspec_problem
+from ssseg.answers import answer_problem
+from ssseg.compat import hookspec_problem, removed_attribute_hint
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError, structure
 
@@ -109,7 +110,7 @@ def instantiate(key: str, params: dict[str, Any]) -> Any:
 
 def plugin_name(plugin: Any) -> str:
     """The name a plugin is known by in messages."""
-    return getattr(plugin, "ssseg_key", None) or getattr(plugin, "name", type(plugin).__name__)
+    return getattr(plugin, "recipe_key", None) or getattr(plugin, "name", None) or type(plugin).__name__
 
 
 def new_manager() -> pluggy.PluginManager:
@@ -140,7 +141,7 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
             raise PluginError(f"plugin {name!r} appears twice in the recipe: {err}") from None
     _check_unknown_hooks(pm)
     _check_decisions(pm)
-    _name_plugin_in_errors(pm)
+    _guard_hooks(pm)
     return pm
 
 
@@ -149,16 +150,16 @@ def _check_unknown_hooks(pm: pluggy.PluginManager) -> None:
         caller = getattr(pm.hook, hook_name)
         if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
             names = [plugin_name(impl.plugin) for impl in caller.get_hookimpls()]
-            close = difflib.get_close_matches(hook_name, list(hookspecs.KINDS), n=1)
+            close = difflib.get_close_matches(hook_name, list(hookspecs.HOOK_KINDS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PluginError(
                 f"plugin {names[0]!r} implements {hook_name!r}, which is no ssseg hook{hint}; "
-                f"hooks: {', '.join(hookspecs.KINDS)}"
+                f"hooks: {', '.join(hookspecs.HOOK_KINDS)}"
             )
 
 
 def _check_decisions(pm: pluggy.PluginManager) -> None:
-    for hook_name, kind in hookspecs.KINDS.items():
+    for hook_name, kind in hookspecs.HOOK_KINDS.items():
         impls = getattr(pm.hook, hook_name).get_hookimpls()
         if kind == "decision" and len(impls) > 1:
             names = sorted(plugin_name(i.plugin) for i in impls)
@@ -168,22 +169,33 @@ def _check_decisions(pm: pluggy.PluginManager) -> None:
             )
 
 
-def _name_plugin_in_errors(pm: pluggy.PluginManager) -> None:
-    for hook_name in hookspecs.KINDS:
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            impl.function = _guarded(impl.function, plugin_name(impl.plugin), hook_name)
+def _guard_hooks(pm: pluggy.PluginManager) -> None:
+    """Make every hook implementation receive all of its spec's arguments (so its answer can be
+    checked against them), call the plugin with the arguments it takes, check the answer
+    (:mod:`ssseg.answers`), and name the plugin and the hook in any error."""
+    for hook_name in hookspecs.HOOK_KINDS:
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            impl.function = _guarded(impl.function, impl.argnames, caller.spec.argnames,
+                                     plugin_name(impl.plugin), hook_name)
+            impl.argnames = caller.spec.argnames
 
 
-def _guarded(fn, plugin: str, hook: str):
+def _guarded(fn, wanted: tuple[str, ...], given: tuple[str, ...], plugin: str, hook: str):
     @functools.wraps(fn)
-    def call(*args, **kwargs):
+    def call(*args):
+        kwargs = dict(zip(given, args))
         try:
-            return fn(*args, **kwargs)
+            answer = fn(*(kwargs[name] for name in wanted))
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as err:
             raise PluginError(f"plugin {plugin!r} failed in hook {hook!r}: "
-                              f"{type(err).__name__}: {err}") from err
+                              f"{type(err).__name__}: {err}{removed_attribute_hint(err)}") from err
+        problem = answer_problem(hook, answer, kwargs)
+        if problem:
+            raise PluginError(f"plugin {plugin!r} gave a wrong answer in hook {hook!r}: {problem}")
+        return answer
 
     return call
 
@@ -191,7 +203,7 @@ def _guarded(fn, plugin: str, hook: str):
 def hook_table(pm: pluggy.PluginManager) -> list[tuple[str, str, list[str]]]:
     """(hook, kind, answering plugins in call order) for every hook, in loop order."""
     rows = []
-    for hook_name, kind in hookspecs.KINDS.items():
+    for hook_name, kind in hookspecs.HOOK_KINDS.items():
         impls = getattr(pm.hook, hook_name).get_hookimpls()
         rows.append((hook_name, kind, [plugin_name(i.plugin) for i in reversed(impls)]))
     return rows

@@ -36,11 +36,15 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
 ``shared-randomness``
     two simulated ranks build the same recipe; both seed ``ctx.shared_generator`` alike, and
     ``ctx.generator`` and torch's global generator differently. For 16 probe steps on one batch,
-    the kit calls the hooks that precede the student forward as ``Trainer.step`` does
-    (``before_iteration``, ``estimate_hardness``, ``plan_views``, ``schedule_augmentation``,
-    ``weight_loss``, ``unsup_weight``) and compares their control-flow outputs: whether hardness
+    the kit calls the trainer's own methods that ``Trainer.step`` calls (``Trainer.prepare``:
+    ``before_iteration`` to ``schedule_augmentation``; ``weight_answers``: ``weight_loss``;
+    ``lambda_u``: ``unsup_weight``) and compares their control-flow outputs: whether hardness
     exists, the planned views, which fields of each ``AugmentationPlan`` are set (did CutMix
     fire?), which weights exist and their shapes, and λ_u.
+``distributed`` (opt-in: ``rules=RULES + OPT_IN_RULES``; real processes, about 15 s)
+    two gloo processes (``torch.distributed.run``) train the tiny recipe 2 iterations; every
+    trained parameter (student, modules from ``build_modules``, teacher) must end identical on
+    both ranks. The plugin class must be importable in a subprocess (a module on ``sys.path``).
 
 Limits of ``shared-randomness``: both simulated ranks see the same batch and the same model (as
 under DDP) and no optimiser step is taken, so a decision derived from per-rank data statistics
@@ -58,6 +62,9 @@ import copy
 import functools
 import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import types
 from collections.abc import Iterable, Mapping
@@ -67,6 +74,7 @@ from typing import Any
 import attrs
 import pytest
 import torch
+import yaml
 from torch import Tensor, nn
 
 from ssseg.compat import hookspec_problem, implemented_hooks
@@ -74,7 +82,7 @@ from ssseg.engine.checkpoint import Checkpointer, restore
 from ssseg.engine.run import build_plugins, build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
-from ssseg.hookspecs import KINDS
+from ssseg.hookspecs import HOOK_KINDS, hookimpl
 from ssseg.plugin_manager import PluginError, hook_table, instantiate, register_plugins
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
@@ -82,6 +90,8 @@ from ssseg.recipe.structure import ConfigError, structure, unstructure
 
 RULES = ("hookspec", "config", "unknown-keys", "hooks", "composes", "order", "resume",
          "shared-randomness")
+# opt-in rules (seconds each, real processes): check_plugin(..., rules=RULES + OPT_IN_RULES)
+OPT_IN_RULES = ("distributed",)
 
 TINY_RECIPE: dict[str, Any] = {
     "seed": 0,
@@ -97,7 +107,7 @@ TINY_RECIPE: dict[str, Any] = {
 # what the contract runs change: a short evaluation, and one thread (fastest for tiny tensors)
 CONTRACT_PATCH: dict[str, Any] = {"eval": {"max_images": 2}, "run": {"threads": 1}}
 PROBE_STEPS = 16
-BUILD_HOOKS = ("setup", "build_teacher")
+BUILD_HOOKS = ("build_modules", "setup", "build_teacher", "pseudo_label_source", "request_features")
 UNLABELED_HOOKS = ("after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation", "weight_loss")
 # plugin classes under test, importable by the recipe as use: "ssseg.testing:SUBJECTS.<attr>"
 SUBJECTS = types.SimpleNamespace()
@@ -136,9 +146,9 @@ def check_plugin(cls: type, config: Mapping[str, Any] | None = None,
     go (default: a temporary folder). Raises :class:`ContractViolation` at the first broken rule.
     """
     rules = list(rules)
-    unknown = sorted(set(rules) - set(RULES))
+    unknown = sorted(set(rules) - set(RULES + OPT_IN_RULES))
     if unknown:
-        raise ValueError(f"unknown contract rules {unknown}; valid: {', '.join(RULES)}")
+        raise ValueError(f"unknown contract rules {unknown}; valid: {', '.join(RULES + OPT_IN_RULES)}")
     with tempfile.TemporaryDirectory() as tmp:
         contract = _Contract(cls, dict(config or {}), compose_with, dict(recipe or {}),
                              Path(workdir or tmp))
@@ -243,7 +253,7 @@ class _Contract:
         except PluginError as err:
             self.fail("hooks", str(err), "name each @hookimpl method after a hook of docs/hooks.md "
                       "and take only (a subset of) its arguments")
-        unmarked = [h for h in KINDS if callable(getattr(self.cls, h, None))
+        unmarked = [h for h in HOOK_KINDS if callable(getattr(self.cls, h, None))
                     and h not in implemented_hooks(self.cls)]
         if unmarked:
             self.fail("hooks", f"method(s) {', '.join(unmarked)} are named after hooks but lack "
@@ -303,6 +313,32 @@ class _Contract:
                               "views, whether CutMix fires, λ_u) from ctx.shared_generator, and "
                               "per-sample parameters from ctx.generator")
 
+    def distributed(self) -> None:
+        """Two gloo processes train the tiny recipe 2 iterations: every trained parameter (student,
+        contributed modules, teacher) ends identical on both ranks."""
+        folder = self.workdir / "distributed"
+        folder.mkdir(parents=True)
+        plugins = {**self.recipe(first=True).plugins}
+        plugins[self.key] = {**self.params, "use": f"{self.cls.__module__}:{self.cls.__qualname__}"}
+        plugins["rank_weights"] = {"use": f"{__name__}:RankWeights", "folder": str(folder)}
+        recipe = merge(merge(merge(copy.deepcopy(TINY_RECIPE), CONTRACT_PATCH), self.patch), {"plugins": plugins})
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node", "2", "-m", "ssseg", "train", str(folder / "recipe.yaml"),
+                               "--out", str(folder / "run")], env=env, capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode != 0:
+            self.fail("distributed", f"2-process gloo training failed:\n{proc.stderr[-2000:]}",
+                      "the plugin must work under DDP: all-reduce per-rank statistics with "
+                      "all_reduce_sum_, call ctx.modules[name] once per step with gradient")
+        ranks = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+        for name in sorted(ranks[0]):
+            if not torch.equal(ranks[0][name], ranks[1][name]):
+                self.fail("distributed", f"after 2 iterations on 2 processes, {name} differs between "
+                          "the ranks", "train modules through build_modules (the core wraps them for DDP) "
+                          "and call ctx.modules[name], not the plain module, in the training forward")
+
     # -- running the tiny recipe --------------------------------------------------------------
 
     def train(self, name: str, recipe: Recipe, checkpoint: bool = False,
@@ -347,32 +383,60 @@ class _Contract:
         """One simulated rank: the control-flow outputs of each probe step, and its plugin manager."""
         run = build_run(recipe)
         trainer = Trainer(run)
-        _, unlabeled = next(trainer.batches())
+        labeled, unlabeled = next(trainer.batches())
         trainer.generator.manual_seed(seed)
         trainer.shared_generator.manual_seed(0)
         torch.manual_seed(seed)
-        steps = [] if unlabeled is None else [decisions(trainer, unlabeled, i) for i in range(PROBE_STEPS)]
+        steps = [] if unlabeled is None else [decisions(trainer, labeled, unlabeled, i)
+                                              for i in range(PROBE_STEPS)]
         return steps, run.pm
 
 
-def decisions(trainer: Trainer, unlabeled: UnlabeledBatch, iteration: int) -> dict[str, Any]:
-    """The control-flow outputs of the hooks before the student forward, called as
-    :meth:`Trainer.step` calls them, at ``iteration`` (nothing is trained)."""
+class RankWeights:
+    """The ``distributed`` rule's probe: at the last step, each rank saves every trained parameter
+    (student, contributed modules, teacher) to ``folder/rank<N>.pt``."""
+
+    name = "rank_weights"
+
+    @attrs.frozen
+    class Config:
+        folder: str
+
+    def __init__(self, config):
+        self.config, self.run = config, None
+
+    @hookimpl
+    def setup(self, run) -> None:
+        self.run = run
+
+    @hookimpl
+    def after_iteration(self, ctx) -> None:
+        if ctx.iteration + 1 < ctx.max_iters:
+            return
+        run, named = self.run, {"student": self.run.student, **self.run.modules}
+        if run.teacher is not None:
+            named["teacher"] = run.teacher
+        params = {f"{m}.{k}": v.detach().cpu().clone() for m, module in named.items()
+                  for k, v in module.named_parameters()}
+        torch.save(params, Path(self.config.folder) / f"rank{ctx.rank}.pt")
+
+
+def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch,
+              iteration: int) -> dict[str, Any]:
+    """The control-flow outputs of the hooks that decide a step's shape, called through the
+    trainer's own methods (``Trainer.prepare``, ``weight_answers``, ``lambda_u``) at
+    ``iteration`` (nothing is trained)."""
     trainer.run.iteration = iteration
-    ctx, hook = trainer.context(), trainer.hook
-    hook.before_iteration(ctx=ctx)
-    planned = trainer.plan_unlabeled(ctx, unlabeled)
-    out: dict[str, Any] = {"estimate_hardness": planned.hardness is not None,
-                           "plan_views": [attrs.astuple(v) for v in planned.views]}
-    for name, plan in planned.plans.items():
-        out[f"schedule_augmentation({name})"] = None if plan is None else {
-            f.name: getattr(plan, f.name) is not None for f in attrs.fields(AugmentationPlan)}
-    for view in planned.views:
-        if view.coef:
-            weights = hook.weight_loss(ctx=ctx, view=view, pseudo=planned.inputs[view.name][1],
-                                       hardness=planned.hardness)
-            out[f"weight_loss({view.name})"] = [None if w is None else tuple(w.shape) for w in weights]
-    out["unsup_weight"] = hook.unsup_weight(ctx=ctx)
+    prepared = trainer.prepare(labeled, unlabeled)
+    out: dict[str, Any] = {"estimate_hardness": prepared.hardness is not None,
+                           "plan_views": [attrs.astuple(v.view) for v in prepared.views.values()]}
+    for name, view in prepared.views.items():
+        if view.view.kind == "image":
+            out[f"schedule_augmentation({name})"] = None if view.plan is None else {
+                f.name: getattr(view.plan, f.name) is not None for f in attrs.fields(AugmentationPlan)}
+    for name, answers in trainer.weight_answers(prepared).items():
+        out[f"weight_loss({name})"] = [tuple(w.shape) for w in answers]
+    out["unsup_weight"] = trainer.lambda_u(prepared.ctx)
     return out
 
 
@@ -392,7 +456,7 @@ def plugin_state(plugin: Any) -> dict[str, Any]:
     number attributes of the instance, flattened to ``name.path -> value``."""
     state = _flatten("state_dict()", plugin.state_dict()) if hasattr(plugin, "state_dict") else {}
     for name, value in vars(plugin).items():
-        if name not in ("config", "ssseg_key"):
+        if name not in ("config", "recipe_key"):
             state |= _flatten(name, value)
     return state
 

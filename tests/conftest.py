@@ -32,3 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with u
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""
     return tiny_recipe
+
+
+def apply_plan(plan, weak, pseudo):
+    """(image, pseudo-labels) of one view built from the weak batch by ``plan``, as the core does."""
+    from ssseg.engine.trainer import view_image, view_pseudo
+    return view_image(plan, weak.image), view_pseudo(plan, pseudo, pseudo)

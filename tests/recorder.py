@@ -22,12 +22,24 @@ class Recorder(Plugin):
         CALLS.append(f"{self.config.tag}{hook}")
 
     @hookimpl
+    def build_modules(self, run):
+        self._rec("build_modules")
+
+    @hookimpl
     def setup(self, run):
         self._rec("setup")
 
     @hookimpl
     def build_teacher(self, run, student):
         self._rec("build_teacher")
+
+    @hookimpl
+    def pseudo_label_source(self, run):
+        self._rec("pseudo_label_source")
+
+    @hookimpl
+    def request_features(self, run):
+        self._rec("request_features")
 
     @hookimpl
     def before_iteration(self, ctx):
@@ -55,16 +67,20 @@ class Recorder(Plugin):
         self._rec("supervised_loss")
 
     @hookimpl
-    def weight_loss(self, ctx, view, pseudo, hardness):
+    def weight_loss(self, ctx, view, pseudo, hardness, view_input):
         self._rec("weight_loss")
 
     @hookimpl
-    def extra_losses(self, ctx, unlabeled, pseudo, outputs):
+    def extra_losses(self, ctx, labeled, unlabeled, pseudo, hardness, views, outputs):
         self._rec("extra_losses")
 
     @hookimpl
     def unsup_weight(self, ctx):
         self._rec("unsup_weight")
+
+    @hookimpl
+    def after_backward(self, ctx):
+        self._rec("after_backward")
 
     @hookimpl
     def after_optimizer_step(self, ctx):
@@ -206,3 +222,68 @@ class Decisions(Plugin):
         draw = float(torch.rand((), generator=ctx.shared_generator))
         with open(f"{self.config.path}-{ctx.rank}.txt", "a") as f:
             f.write(f"{ctx.iteration} {draw!r}\n")
+
+
+class Probe(Plugin):
+    """Exercises hook spec v3: a contributed head on requested decoder features, a coefficient-0
+    view, a λ_u-scaled extra term, gradients seen after backward; records what it saw."""
+
+    name = "probe"
+    SEEN: dict = {}
+
+    @attrs.frozen
+    class Config:
+        answer: str = "ok"  # "ok", or which wrong answer to give: "weight_shape", "float_term"
+
+    @hookimpl
+    def build_modules(self, run):
+        import torch
+        return {"probe_head": torch.nn.Conv2d(8, 2, 1)}
+
+    @hookimpl
+    def request_features(self, run):
+        from ssseg.api import FeatureRequest
+        return FeatureRequest(student=("decoder",), teacher=("encoder",))
+
+    @hookimpl
+    def plan_views(self, ctx, hardness):
+        return [View("plain", coef=1.0), View("zero", coef=0.0)]
+
+    @hookimpl
+    def weight_loss(self, ctx, view, pseudo, view_input):
+        import torch
+        Probe.SEEN.setdefault("weighted", []).append(view.name)
+        if self.config.answer == "weight_shape":
+            return torch.ones(pseudo.labels.shape[0], 1, *pseudo.labels.shape[1:])
+        return None
+
+    @hookimpl
+    def extra_losses(self, ctx, labeled, views, outputs, pseudo):
+        from ssseg.api import LossTerm
+        Probe.SEEN["features"] = {k: tuple(v.decoder.shape) for k, v in outputs.features.items()}
+        Probe.SEEN["teacher_features"] = len(pseudo.features.encoder)
+        Probe.SEEN["labeled"] = tuple(labeled.mask.shape)
+        Probe.SEEN["view_images"] = {k: v.image is not None for k, v in views.items()}
+        if self.config.answer == "float_term":
+            return {"probe": 1.0}
+        head = ctx.modules["probe_head"](outputs.features["labeled"].decoder)
+        return {"probe/head": LossTerm(head.pow(2).mean(), times_lambda_u=True)}
+
+    @hookimpl
+    def after_backward(self, ctx):
+        Probe.SEEN["head_grad"] = ctx.modules["probe_head"].weight.grad is not None
+
+
+class OldExtraLosses(Plugin):
+    """Written for hook spec 2: reads StepContext.progress."""
+
+    name = "old_extra_losses"
+    requires_hookspec = 2
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def extra_losses(self, ctx, unlabeled, pseudo, outputs):
+        return {"old": outputs.labeled.mean() * ctx.progress}

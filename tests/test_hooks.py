@@ -7,7 +7,7 @@ import pytest
 import recorder
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
-from ssseg.hookspecs import KINDS
+from ssseg.hookspecs import HOOK_KINDS
 from ssseg.plugin_manager import PluginError
 
 USE = "recorder:"
@@ -23,18 +23,19 @@ def _clear():
 
 
 STEP = ["before_iteration", "after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation",
-        "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_optimizer_step",
-        "after_iteration"]
+        "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_backward",
+        "after_optimizer_step", "after_iteration"]
+BUILD = ["build_modules", "setup", "build_teacher", "pseudo_label_source", "request_features"]
 
 
 def test_golden_call_order_over_two_iterations(tiny):
     recipe = tiny({"optim": {"iters": 2}, "plugins": {"rec": plugin("Recorder")}})
     Trainer(build_run(recipe)).train()
-    assert recorder.CALLS == ["setup", "build_teacher", *STEP, *STEP, "eval_models", "after_eval"]
+    assert recorder.CALLS == [*BUILD, *STEP, *STEP, "eval_models", "after_eval"]
 
 
 def test_hook_order_matches_the_spec_module():
-    assert list(KINDS) == ["setup", "build_teacher", *STEP, "eval_models", "after_eval"]
+    assert list(HOOK_KINDS) == [*BUILD, *STEP, "eval_models", "after_eval"]
 
 
 def test_observers_run_in_recipe_order(tiny):

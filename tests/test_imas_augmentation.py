@@ -11,7 +11,7 @@ from conftest import tiny_recipe
 from imas_support import IMAS, make_ctx, resume_matches_straight_run, two_iterations_are_finite
 from ssseg.api import Pseudo, UnlabeledBatch, View
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import apply_plan
+from conftest import apply_plan
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
 
@@ -43,9 +43,9 @@ def test_cutmix_view_halves_both_coefficients_when_it_fires():
 
 def test_weak_in_forward_is_a_coefficient_zero_view_without_a_plan():
     p = plugin(weak_in_forward=True)
-    assert views_of(p, torch.ones(4)) == [("strong", 1.0, "image"), ("weak", 0.0, "image")]
+    assert views_of(p, torch.ones(4)) == [("strong", 1.0, "image"), ("x_w", 0.0, "image")]
     weak, pseudo = weak_batch()
-    assert p.schedule_augmentation(ctx=make_ctx(), view=View("weak", 0.0), unlabeled=weak,
+    assert p.schedule_augmentation(ctx=make_ctx(), view=View("x_w", 0.0), unlabeled=weak,
                                    pseudo=pseudo, hardness=torch.ones(4)) is None
 
 

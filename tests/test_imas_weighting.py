@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from imas_support import make_ctx, resume_matches_straight_run, two_iterations_are_finite
 from ssseg.api import AugmentationPlan, Pseudo, UnlabeledBatch, View
-from ssseg.engine.trainer import apply_plan, product_of, weighted_view_loss
+from conftest import apply_plan
+from ssseg.engine.trainer import product_of, weighted_view_loss
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
 

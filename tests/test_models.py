@@ -65,8 +65,20 @@ def test_encoder_weights_of_another_network_are_refused(tmp_path):
 
 def test_auxiliary_head_returns_logits_of_the_first_rows_at_full_size():
     model = build_model(ModelConfig(arch="Unet", encoder="resnet18", aux_head=True, options=SMALL), 4)
-    logits, aux = model(torch.rand(3, 3, 30, 26), aux_rows=2)
+    out = model(torch.rand(3, 3, 30, 26), aux_rows=2)
+    logits, aux = out["logits"], out["aux"]
     assert logits.shape == (3, 4, 30, 26) and aux.shape == (2, 4, 30, 26)
     assert torch.is_tensor(model(torch.rand(1, 3, 30, 26)))  # no aux requested: logits alone
     backbone, head = model.param_groups()
     assert {id(p) for p in model.aux.parameters()} <= {id(p) for p in head}
+
+
+def test_feature_channels_match_the_features_and_leave_the_model_unchanged():
+    model = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    channels = model.feature_channels()
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    out = model(torch.rand(2, 3, 40, 24), features=("encoder", "decoder"))
+    assert channels["decoder"] == out["decoder"].shape[1] == 8
+    assert channels["encoder"] == tuple(f.shape[1] for f in out["encoder"])
+    assert out["logits"].shape == (2, 3, 40, 24)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer, apply_plan
+from conftest import apply_plan
+from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
 
 REFERENCE = {"unsup": {"weight": 0.5, "supervised_weight": 0.5},

@@ -129,7 +129,7 @@ def test_classic_variant_adds_the_weighted_softmax_mse(tmp_path, tiny):
     valid = torch.tensor([[[True]], [[True]]])
     pseudo = Pseudo(labels=torch.zeros(2, 1, 1, dtype=torch.long), conf=torch.ones(2, 1, 1), valid=valid,
                     logits=teacher)
-    outputs = StudentOutputs(labeled=student, views={"weak": student})
+    outputs = StudentOutputs(labeled=student, views={}, weak=student)
     at = SimpleNamespace(iteration=0)
     j = plugin.extra_losses(ctx=at, unlabeled=None, pseudo=pseudo, outputs=outputs)["consistency"]
     s = torch.sigmoid(torch.tensor(2.0))  # softmax of (2, 0)
@@ -140,10 +140,13 @@ def test_classic_variant_adds_the_weighted_softmax_mse(tmp_path, tiny):
     assert float(masked["consistency"]) == 0, "padding never enters the consistency"
 
 
-def test_classic_consistency_plans_views_so_it_conflicts_with_fixmatch_but_modern_does_not(tiny):
-    with pytest.raises(UserError, match="'fixmatch' and 'mse_consistency' both answer the decision hook 'plan_views'"):
-        build_run(tiny({"plugins": {"mean_teacher": {}, "mse_consistency": {}, "fixmatch": {}}}))
-    build_run(tiny({"plugins": {"mean_teacher": {}, "fixmatch": {}}}))
+def test_classic_consistency_sees_the_weak_batch_without_planning_views_so_it_composes(tiny):
+    from ssseg.engine.trainer import Trainer
+    trainer = Trainer(build_run(tiny({"plugins": {"mean_teacher": {}, "mse_consistency": {}, "fixmatch": {}}})))
+    prepared = trainer.prepare(*next(trainer.batches()))
+    assert list(prepared.views) == ["strong"]
+    outputs = trainer.forward(prepared)
+    assert outputs.weak is not None and outputs.weak.shape == prepared.pseudo.logits.shape
 
 
 @pytest.mark.parametrize("iteration, factor", [(0, math.exp(-5)), (50, math.exp(-5 * 0.25)), (100, 1.0), (500, 1.0)])

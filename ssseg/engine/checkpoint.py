@@ -1,4 +1,4 @@
-"""Checkpoints: model, teacher, plugin state, optimiser, RNG states and iteration, written
+"""Checkpoints: model, teacher, contributed modules, plugin state, optimiser, RNG states and iteration, written
 atomically (temporary file, then rename) so an interrupted write leaves the previous one."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def state_of(trainer) -> dict[str, Any]:
         "recipe": unstructure(run.recipe),
         "student": run.student.state_dict(),
         "teacher": run.teacher.state_dict() if run.teacher is not None else None,
+        "modules": {name: module.state_dict() for name, module in run.modules.items()},
         "plugins": {k: p.state_dict() for k, p in run.plugins.items() if hasattr(p, "state_dict")},
         "optimizer": run.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict(),
@@ -105,9 +106,7 @@ def restore(trainer, path: Path) -> None:
         raise UserError(f"{path} was written by a different recipe ({'; '.join(changed[:3])}); "
                         "resume with the recipe it was written with, or start a new --out")
     try:
-        run.student.load_state_dict(state["student"])
-        if run.teacher is not None:
-            run.teacher.load_state_dict(state["teacher"])
+        load_models(run, state, path)
         run.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") and trainer.scaler.is_enabled():  # fp16 before and now
             trainer.scaler.load_state_dict(state["scaler"])
@@ -132,12 +131,23 @@ def load_weights(run, path: Path) -> int:
     returns the checkpoint's iteration."""
     state = read(path)
     try:
-        run.student.load_state_dict(state["student"])
-        if run.teacher is not None and state.get("teacher") is not None:
-            run.teacher.load_state_dict(state["teacher"])
+        load_models(run, state, path)
     except (RuntimeError, KeyError) as err:
         raise UserError(f"{path} does not fit this recipe's model: {_first_lines(err)}") from None
     return state["iteration"]
+
+
+def load_models(run, state: dict[str, Any], path: Path) -> None:
+    """Load the student, the teacher (when both have one) and every contributed module."""
+    run.student.load_state_dict(state["student"])
+    if run.teacher is not None and state.get("teacher") is not None:
+        run.teacher.load_state_dict(state["teacher"])
+    saved = state.get("modules", {})
+    if set(saved) != set(run.modules):
+        raise UserError(f"{path} holds the trainable modules {sorted(saved)}, this recipe builds "
+                        f"{sorted(run.modules)}; use the recipe the checkpoint was written with")
+    for name, module in run.modules.items():
+        module.load_state_dict(saved[name])
 
 
 def _first_lines(err: Exception) -> str:

@@ -9,19 +9,20 @@ from typing import Any, Iterator
 import attrs
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ssseg.augment import blend, mix
+from ssseg.augment import blend, mix, mix_from
 from ssseg.engine.checkpoint import Checkpointer
 from ssseg.engine.distributed import any_rank
 from ssseg.engine.evaluate import evaluate
 from ssseg.engine.precision import autocast, compiled, grad_scaler
 from ssseg.engine.run import Run
 from ssseg.engine.sampling import EpochSampler, SeededSamples
-from ssseg.engine.types import (AugmentationPlan, Pseudo, StepContext, StudentOutputs,
-                                UnlabeledBatch, View)
+from ssseg.engine.forward import LABELED, WEAK, ForwardBatch
+from ssseg.engine.types import (AugmentationPlan, Features, LabeledBatch, LossTerm, Pseudo, StepContext,
+                                StudentOutputs, UnlabeledBatch, ViewInput)
 from ssseg.errors import UserError
 
 
@@ -47,31 +48,44 @@ def product_of(answers: list[Tensor | None], like: Tensor) -> Tensor:
     return weight
 
 
-def apply_plan(plan: AugmentationPlan | None, weak: UnlabeledBatch, pseudo: Pseudo) -> tuple[Tensor, Pseudo]:
-    """Build one image view and its pseudo-labels from the weak batch by ``plan``."""
-    image = weak.image
+def view_image(plan: AugmentationPlan | None, weak: Tensor) -> Tensor:
+    """The input image of one view: the plan's photometric ops, blend and CutMix on ``weak``."""
     if plan is None:
-        return image, pseudo
+        return weak
+    image = weak
     if plan.photometric is not None:
         strong = plan.photometric(image)
         image = strong if plan.blend is None else blend(image, strong, plan.blend)
     if plan.cutmix_box is None:
-        return image, pseudo
-    image, labels, conf, valid = mix(plan.cutmix_box, plan.cutmix_partner,
-                                     image, pseudo.labels, pseudo.conf, pseudo.valid)
-    return image, Pseudo(labels=labels, conf=conf, valid=valid, logits=None)
+        return image
+    return mix(plan.cutmix_box, plan.cutmix_partner, image)[0]
+
+
+def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donor: Pseudo) -> Pseudo:
+    """The pseudo-labels of one view: ``own``, with each CutMix box filled from the partner's
+    entry of ``donor`` (labels, confidences, validity and logits move together)."""
+    if plan is None or plan.cutmix_box is None:
+        return own
+    partner = plan.cutmix_partner
+    fields = ("labels", "conf", "valid") + (("logits",) if own.logits is not None else ())
+    mixed = mix_from(plan.cutmix_box, [getattr(donor, f)[partner.to(own.labels.device)] for f in fields],
+                     [getattr(own, f) for f in fields])
+    return Pseudo(**dict(zip(fields, mixed)))
 
 
 @attrs.frozen
-class UnlabeledPlan:
-    """What a step decided for its unlabeled batch before the student forward: pseudo-labels,
-    hardness, the views, each image view's plan, and each view's (input image, pseudo-labels)."""
+class PreparedStep:
+    """What a step decided before the student forward: its context, the batches, the weak view's
+    pseudo-labels (eval-mode teacher; None for the source ``none``), the hardness, every view's
+    :class:`ViewInput` by name, and the student forward's :class:`ForwardBatch`."""
 
+    ctx: StepContext
+    labeled: LabeledBatch
+    unlabeled: UnlabeledBatch | None
     pseudo: Pseudo | None = None
     hardness: Tensor | None = None
-    views: list[View] = attrs.field(factory=list)
-    plans: dict[str, AugmentationPlan | None] = attrs.field(factory=dict)
-    inputs: dict[str, tuple[Tensor | None, Pseudo]] = attrs.field(factory=dict)
+    views: dict[str, ViewInput] = attrs.field(factory=dict)
+    batch: ForwardBatch | None = None
 
 
 class Trainer:
@@ -83,12 +97,8 @@ class Trainer:
         self.progress = progress
         self.checkpointer = checkpointer
         r = run.recipe
-        self.model = run.student
-        if run.world_size > 1:
-            device_ids = [run.device.index] if run.device.type == "cuda" else None
-            # smp encoders built with encoder_depth < 5 keep their unused deeper stages
-            self.model = DistributedDataParallel(run.student, device_ids=device_ids,
-                                                 find_unused_parameters=True)
+        self.model = self.wrap(run.student)
+        self.modules = {name: self.wrap(module) for name, module in run.modules.items()}
         self.model = compiled(self.model, r.run.compile)
         self.scaler = grad_scaler(run.device, r.run.precision)
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
@@ -106,77 +116,75 @@ class Trainer:
         self.skipped_steps = 0
         self.stop_signal: int | None = None  # set by a signal handler; honoured between steps
 
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` as a training forward calls it: wrapped for DDP with several processes."""
+        run = self.run
+        if run.world_size == 1:
+            return module
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        # smp encoders built with encoder_depth < 5 keep their unused deeper stages
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None) -> dict[str, float]:
         """One training iteration. The order of this method IS the hook call order."""
-        run, hook, r = self.run, self.hook, self.run.recipe
-        ctx = self.context()
-        hook.before_iteration(ctx=ctx)
+        prepared = self.prepare(labeled, unlabeled)  # before_iteration .. schedule_augmentation
+        ctx = prepared.ctx
         with self.autocast():  # the forwards at run.precision; losses come out in fp32
-            planned = self.plan_unlabeled(ctx, unlabeled)  # after_pseudo_label .. schedule_augmentation
-            pseudo, hardness, views, view_inputs = planned.pseudo, planned.hardness, planned.views, planned.inputs
-            outputs = self.forward(labeled["image"], unlabeled, views, view_inputs)
-            loss_x = self.supervised_loss(ctx, outputs.labeled, labeled["mask"])
-            terms: dict[str, Tensor] = {"loss_x": loss_x}
-            if outputs.aux is not None:
-                terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled["mask"])
-                loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
-            loss_u = loss_x.new_zeros(())
-            for view in views:
-                if view.coef == 0:
-                    continue
-                view_pseudo = view_inputs[view.name][1]
-                weights = hook.weight_loss(ctx=ctx, view=view, pseudo=view_pseudo, hardness=hardness)
-                weight = product_of(weights, view_pseudo.conf)
-                terms[f"loss_u/{view.name}"] = weighted_view_loss(outputs.views[view.name], view_pseudo, weight)
-                loss_u = loss_u + view.coef * terms[f"loss_u/{view.name}"]
-            extras = self.merge_named(hook.extra_losses(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo,
-                                                        outputs=outputs), "extra_losses")
-            lambda_u = hook.unsup_weight(ctx=ctx)
-            lambda_u = r.unsup.weight if lambda_u is None else lambda_u
-            total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u + sum(extras.values())
-        if not self.optimize(total, terms | extras):
+            outputs = self.forward(prepared)
+            prepared = self.relabel(prepared, outputs)
+            total, terms, lambda_u = self.losses(prepared, outputs)  # supervised_loss .. unsup_weight
+        if not self.optimize(ctx, total, terms):  # after_backward
             return {"skipped": 1.0}
-        hook.after_optimizer_step(ctx=ctx)
-        logs = {"loss": float(total.detach()), "lr": run.optimizer.param_groups[0]["lr"],
-                **{k: float(v.detach()) for k, v in (terms | extras).items()}, **ctx.logs}
-        if views:
+        self.hook.after_optimizer_step(ctx=ctx)
+        logs = {"loss": float(total.detach()), "lr": self.run.optimizer.param_groups[0]["lr"],
+                **{k: float(v.detach()) for k, v in terms.items()}, **ctx.logs}
+        if prepared.views:
             logs["lambda_u"] = float(lambda_u)
-        hook.after_iteration(ctx=ctx, logs=logs)
+        self.hook.after_iteration(ctx=ctx, logs=logs)
         return logs
 
     # -- the core's parts of the step -------------------------------------------------------
 
-    def plan_unlabeled(self, ctx: StepContext, unlabeled: UnlabeledBatch | None) -> UnlabeledPlan:
-        """The step's unlabeled part up to the student forward, in this order: the teacher's
-        pseudo-labels, ``after_pseudo_label``, ``estimate_hardness``, ``plan_views`` and
+    def prepare(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None) -> PreparedStep:
+        """The step up to the student forward, in this order: ``before_iteration``, the teacher's
+        pseudo-labels, ``after_pseudo_label``, ``estimate_hardness``, ``plan_views``, and
         ``schedule_augmentation`` per image view, whose plans build the views' inputs."""
+        ctx, hook = self.context(), self.hook
+        hook.before_iteration(ctx=ctx)
+        labeled = LabeledBatch(image=labeled["image"], mask=labeled["mask"])
         if unlabeled is None:
-            return UnlabeledPlan()
-        hook = self.hook
-        pseudo = self.pseudo_label(unlabeled)
-        hook.after_pseudo_label(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
-        hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
-        views = hook.plan_views(ctx=ctx, hardness=hardness) or []
-        plans, inputs = {}, {}
-        for view in views:
-            if view.kind == "image":
-                plans[view.name] = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
-                                                              pseudo=pseudo, hardness=hardness)
-                inputs[view.name] = apply_plan(plans[view.name], unlabeled, pseudo)
-            else:
-                inputs[view.name] = (None, pseudo)
-        return UnlabeledPlan(pseudo, hardness, views, plans, inputs)
+            return PreparedStep(ctx, labeled, None, batch=ForwardBatch(((LABELED, labeled.image),)))
+        source = self.run.pseudo_label_source
+        pseudo = hardness = None
+        with self.autocast():
+            if source != "none":
+                pseudo = self.pseudo_label(unlabeled)
+                hook.after_pseudo_label(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
+                hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
+            views = {}
+            for view in hook.plan_views(ctx=ctx, hardness=hardness) or []:
+                if source == "none" and view.coef:
+                    raise UserError(f"view {view.name!r} has coefficient {view.coef}, but the pseudo-label "
+                                    "source is 'none' (no pseudo-labels): give it coefficient 0")
+                plan = image = None
+                if view.kind == "image":
+                    plan = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
+                                                      pseudo=pseudo, hardness=hardness)
+                    image = view_image(plan, unlabeled.image)
+                own = None if pseudo is None else view_pseudo(plan, pseudo, pseudo)
+                views[view.name] = ViewInput(view=view, image=image, plan=plan, pseudo=own)
+        features = tuple((n, v.view.dropout) for n, v in views.items() if v.view.kind == "feature")
+        parts = ((LABELED, labeled.image),)
+        if features or source == "student_train" or self.run.features.student_on_weak:
+            parts += ((WEAK, unlabeled.image),)
+        parts += tuple((n, v.image) for n, v in views.items() if v.image is not None)
+        return PreparedStep(ctx, labeled, unlabeled, pseudo, hardness, views, ForwardBatch(parts, features))
 
     def autocast(self):
         """Mixed precision for the forwards (``run.precision``); a no-op context for fp32."""
         return autocast(self.run.device, self.run.recipe.run.precision)
-
-    def supervised_loss(self, ctx: StepContext, logits: Tensor, target: Tensor) -> Tensor:
-        """The ``supervised_loss`` hook's answer, or cross-entropy ignoring the ignore index."""
-        loss = self.hook.supervised_loss(ctx=ctx, logits=logits, target=target)
-        return cross_entropy(logits, target, self.run.data.ignore_index) if loss is None else loss
 
     def context(self) -> StepContext:
         """The :class:`StepContext` of the current iteration."""
@@ -187,47 +195,110 @@ class Trainer:
             device=run.device, rank=run.rank, world_size=run.world_size,
             generator=self.generator, shared_generator=self.shared_generator,
             student=run.student, teacher=run.teacher if run.teacher is not None else run.student,
-            num_classes=run.data.num_classes, ignore_index=run.data.ignore_index)
+            num_classes=run.data.num_classes, ignore_index=run.data.ignore_index, modules=self.modules)
 
     @torch.no_grad()
     def pseudo_label(self, unlabeled: UnlabeledBatch) -> Pseudo:
-        """The teacher (or the student, for online strategies) in eval mode on the weak view."""
+        """The teacher (or the student, for online strategies) in eval mode on the weak view,
+        with the teacher features plugins asked for."""
         teacher = self.run.teacher if self.run.teacher is not None else self.run.student
         was_training = teacher.training
         teacher.eval()
-        logits = teacher(unlabeled.image)
+        wanted = self.run.features.teacher
+        out = teacher(unlabeled.image, features=wanted) if wanted else teacher(unlabeled.image)
         teacher.train(was_training)
-        conf, labels = logits.softmax(1).max(1)
-        return Pseudo(labels=labels, conf=conf, valid=unlabeled.valid, logits=logits)
+        if not wanted:
+            return Pseudo.from_logits(out, unlabeled.valid)
+        return Pseudo.from_logits(out["logits"], unlabeled.valid,
+                                  Features(encoder=_tuple(out.get("encoder")), decoder=out.get("decoder")))
 
-    def forward(self, images: Tensor, unlabeled: UnlabeledBatch | None, views: list[View],
-                view_inputs: dict[str, tuple[Tensor | None, Pseudo]]) -> StudentOutputs:
-        """One student forward (train mode) over labeled images, the weak batch when a
-        feature view needs it, and every image view; feature views reuse its encoder pass."""
-        image_views = [v for v in views if v.kind == "image"]
-        feature_views = [v for v in views if v.kind == "feature"]
-        parts = [images] + ([unlabeled.image] if feature_views else [])
-        parts += [view_inputs[v.name][0] for v in image_views]
-        nl = images.shape[0]
-        perturb = None
-        if feature_views:
-            perturb = (nl, nl + unlabeled.image.shape[0], tuple(v.dropout for v in feature_views))
-        logits = self.model(torch.cat(parts), perturb=perturb, aux_rows=nl)
-        aux = None
-        if isinstance(logits, tuple):
-            logits, aux = logits
-        sizes = [p.shape[0] for p in parts] + [parts[1].shape[0] if feature_views else 0] * len(feature_views)
-        chunks = list(logits.split(sizes))
-        labeled_logits = chunks.pop(0)
-        weak_logits = chunks.pop(0) if feature_views else None
-        by_name = {v.name: chunk for v, chunk in zip(image_views + feature_views, chunks)}
-        return StudentOutputs(labeled=labeled_logits, views=by_name, weak=weak_logits,
-                              aux=aux)
+    def forward(self, prepared: PreparedStep) -> StudentOutputs:
+        """One student forward (train mode) over the prepared :class:`ForwardBatch`: labeled
+        images, the weak batch when a feature view, the ``student_train`` source or a plugin
+        needs it, and every image view; feature views reuse the weak batch's encoder pass."""
+        batch, wanted = prepared.batch, self.run.features.student
+        out = self.model(batch.images(), perturb=batch.perturbation(), aux_rows=batch.rows(LABELED),
+                         features=wanted)
+        if isinstance(out, Tensor):
+            out = {"logits": out}
+        rows = batch.split(out["logits"])
+        parts = [LABELED, *([WEAK] if WEAK in rows else []), *prepared.views]
+        features = {}
+        if wanted:
+            encoder = [batch.split(stage) for stage in out.get("encoder", ())]
+            decoder = batch.split(out["decoder"]) if "decoder" in out else {}
+            features = {p: Features(encoder=tuple(s[p] for s in encoder) if encoder else None,
+                                    decoder=decoder.get(p)) for p in parts}
+        outputs = StudentOutputs(labeled=rows[LABELED], views={n: rows[n] for n in prepared.views},
+                                 weak=rows.get(WEAK), aux=out.get("aux"), features=features)
+        return outputs
 
-    def optimize(self, total: Tensor, terms: dict[str, Tensor]) -> bool:
-        """Backward, optional gradient clipping, poly learning rate, optimiser step. A non-finite
-        loss on any rank stops the run naming the bad terms, or (``run.on_nonfinite: skip``)
-        drops the step; returns whether the optimiser stepped."""
+    def relabel(self, prepared: PreparedStep, outputs: StudentOutputs) -> PreparedStep:
+        """With the ``student_train`` source: each view's pseudo-labels from the student's detached
+        train-mode logits of the weak batch, CutMix partners' from the eval-mode teacher."""
+        if self.run.pseudo_label_source != "student_train" or prepared.unlabeled is None:
+            return prepared
+        own = Pseudo.from_logits(outputs.weak, prepared.unlabeled.valid)
+        views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, prepared.pseudo))
+                 for n, v in prepared.views.items()}
+        return attrs.evolve(prepared, pseudo=own, views=views)
+
+    def supervised_loss(self, ctx: StepContext, logits: Tensor, target: Tensor) -> Tensor:
+        """The ``supervised_loss`` hook's answer, or cross-entropy ignoring the ignore index."""
+        loss = self.hook.supervised_loss(ctx=ctx, logits=logits, target=target)
+        return cross_entropy(logits, target, self.run.data.ignore_index) if loss is None else loss
+
+    def weight_answers(self, prepared: PreparedStep) -> dict[str, list[Tensor]]:
+        """Every plugin's ``weight_loss`` answers, for each view with pseudo-labels."""
+        return {name: self.hook.weight_loss(ctx=prepared.ctx, view=v.view, pseudo=v.pseudo,
+                                            hardness=prepared.hardness, view_input=v)
+                for name, v in prepared.views.items() if v.pseudo is not None}
+
+    def lambda_u(self, ctx: StepContext) -> float:
+        """λ_u of this step: the ``unsup_weight`` hook's answer, or the recipe's ``unsup.weight``."""
+        answer = self.hook.unsup_weight(ctx=ctx)
+        return self.run.recipe.unsup.weight if answer is None else answer
+
+    def losses(self, prepared: PreparedStep, outputs: StudentOutputs
+               ) -> tuple[Tensor, dict[str, Tensor], float]:
+        """(total, named terms, λ_u): the supervised loss (and the auxiliary head's), every view's
+        weighted cross-entropy, the extra terms, and λ_u, in that order of hook calls."""
+        ctx, r, labeled = prepared.ctx, self.run.recipe, prepared.labeled
+        loss_x = self.supervised_loss(ctx, outputs.labeled, labeled.mask)
+        terms: dict[str, Tensor] = {"loss_x": loss_x}
+        if outputs.aux is not None:
+            terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled.mask)
+            loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
+        loss_u = loss_x.new_zeros(())
+        for name, answers in self.weight_answers(prepared).items():
+            view = prepared.views[name]
+            if view.view.coef == 0:
+                continue
+            weight = product_of(answers, view.pseudo.conf)
+            terms[f"loss_u/{name}"] = weighted_view_loss(outputs.views[name], view.pseudo, weight)
+            loss_u = loss_u + view.view.coef * terms[f"loss_u/{name}"]
+        extras = self.merge_named(self.hook.extra_losses(
+            ctx=ctx, labeled=labeled, unlabeled=prepared.unlabeled, pseudo=prepared.pseudo,
+            hardness=prepared.hardness, views=prepared.views, outputs=outputs), "extra_losses")
+        lambda_u = self.lambda_u(ctx)
+        for name, term in extras.items():
+            if isinstance(term, LossTerm) and term.times_lambda_u:
+                loss_u = loss_u + term.value
+        total = r.unsup.supervised_weight * loss_x + lambda_u * loss_u
+        for term in extras.values():
+            if not (isinstance(term, LossTerm) and term.times_lambda_u):
+                total = total + (term.value if isinstance(term, LossTerm) else term)
+        extras = {k: v.value if isinstance(v, LossTerm) else v for k, v in extras.items()}
+        return total, terms | extras, lambda_u
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser trains: the student's, then each contributed module's."""
+        return [p for m in (self.run.student, *self.run.modules.values()) for p in m.parameters()]
+
+    def optimize(self, ctx: StepContext, total: Tensor, terms: dict[str, Tensor]) -> bool:
+        """Backward, ``after_backward``, optional gradient clipping, poly learning rate, optimiser
+        step. A non-finite loss on any rank stops the run naming the bad terms, or
+        (``run.on_nonfinite: skip``) drops the step; returns whether the optimiser stepped."""
         run, o = self.run, self.run.recipe.optim
         if any_rank(not bool(torch.isfinite(total.detach())), run.device):
             bad = [k for k, v in terms.items() if not torch.isfinite(v.detach())] or ["the total"]
@@ -239,9 +310,11 @@ class Trainer:
             return False
         run.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()  # the scaler (fp16 only) is a no-op otherwise
-        if o.clip_grad is not None:
+        if self.scaler.is_enabled():
             self.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.student.parameters(), o.clip_grad)
+        self.hook.after_backward(ctx=ctx)
+        if o.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), o.clip_grad)
         factor = (1 - run.iteration / o.iters) ** o.power if o.schedule == "poly" else 1.0
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -250,7 +323,7 @@ class Trainer:
         return True
 
     @staticmethod
-    def merge_named(answers: list[dict[str, Tensor] | None], hook: str) -> dict[str, Tensor]:
+    def merge_named(answers: list[dict[str, Any] | None], hook: str) -> dict[str, Any]:
         """Union of named contributions; a name given by two plugins is an error."""
         merged: dict[str, Any] = {}
         for answer in answers:
@@ -373,3 +446,7 @@ class Stopped(Exception):
     def __init__(self, iteration: int, signum: int | None):
         super().__init__(f"stopped at iteration {iteration}")
         self.iteration, self.signum = iteration, signum
+
+
+def _tuple(stages: list[Tensor] | None) -> tuple[Tensor, ...] | None:
+    return None if stages is None else tuple(stages)

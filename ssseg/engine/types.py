@@ -1,4 +1,6 @@
-"""The values that travel through the hooks: step context, pseudo-labels, views and plans."""
+"""The values that travel through the hooks: step context, batches, pseudo-labels, views, plans,
+the student's outputs and features, and loss terms. Every field documented here is public: a
+plugin may read it; fields of frozen classes cannot be changed (build a new value instead)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,23 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+FEATURE_NAMES = ("encoder", "decoder")
+PSEUDO_LABEL_SOURCES = ("teacher", "student_train", "none")
+
 
 @attrs.define
 class StepContext:
     """What every step hook receives as ``ctx``.
 
-    ``generator`` is per rank (per-sample randomness); ``shared_generator`` is seeded alike on
-    every rank and must be used for random choices that change control flow (fire CutMix?).
-    ``teacher`` is the module that makes pseudo-labels: the EMA teacher, or the student itself
-    for online strategies. ``log(name, value)`` records a scalar for this step.
+    ``iteration`` (0-based, the step being taken), ``max_iters``, ``epoch``, ``iters_per_epoch``;
+    ``device``, ``rank``, ``world_size``. ``generator`` is per rank (per-sample randomness);
+    ``shared_generator`` is seeded alike on every rank and must be used for random choices that
+    change control flow (fire CutMix?). ``student`` is the student :class:`SegModel` (not wrapped);
+    ``teacher`` is the module that makes pseudo-labels: the EMA teacher, or the student itself for
+    online strategies. ``modules`` holds the trainable modules plugins contributed with
+    ``build_modules``, ready to call in a training forward (wrapped for DDP when distributed, so
+    their gradients are synchronised); their plain versions are ``run.modules``. ``num_classes``,
+    ``ignore_index``; ``log(name, value)`` records a scalar for this step into ``logs``.
     """
 
     iteration: int
@@ -32,16 +42,21 @@ class StepContext:
     teacher: nn.Module
     num_classes: int
     ignore_index: int
+    modules: dict[str, nn.Module] = attrs.field(factory=dict)
     logs: dict[str, float] = attrs.field(factory=dict)
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        return self.iteration / self.max_iters
 
     def log(self, name: str, value: float | Tensor) -> None:
         """Record a scalar for this step (written to metrics.jsonl every ``run.log_every``)."""
         self.logs[name] = float(value)
+
+
+@attrs.frozen
+class LabeledBatch:
+    """The labeled batch: ``image`` ``[B,3,H,W]`` in [0, 1] and ``mask`` ``[B,H,W]`` class indices
+    (``ignore_index`` on padding and unlabeled pixels)."""
+
+    image: Tensor
+    mask: Tensor
 
 
 @attrs.frozen
@@ -53,15 +68,53 @@ class UnlabeledBatch:
 
 
 @attrs.frozen
+class Features:
+    """Intermediate features of one forward, for the rows of one part: ``encoder``, the encoder's
+    stages (shallow to deep, each ``[B,C_k,H_k,W_k]``, the input included as smp returns it), and
+    ``decoder``, the decoder's output before the classifier ``[B,D,h,w]``; None where not asked
+    for (``request_features``). Features cover the input padded to the model's stride."""
+
+    encoder: tuple[Tensor, ...] | None = None
+    decoder: Tensor | None = None
+
+
+@attrs.frozen
+class FeatureRequest:
+    """A plugin's answer to ``request_features``: which features (``"encoder"``, ``"decoder"``) it
+    needs from the student's training forward (``student``) and from the teacher's
+    pseudo-labelling forward (``teacher``); ``student_on_weak``: also put the weak batch through
+    the student's training forward (``outputs.weak`` and ``outputs.features["weak"]``)."""
+
+    student: tuple[str, ...] = ()
+    teacher: tuple[str, ...] = ()
+    student_on_weak: bool = False
+
+
+@attrs.frozen
 class Pseudo:
     """Pseudo-labels of one view: ``labels`` (argmax) and ``conf`` (max softmax) ``[B,H,W]``,
-    ``valid`` ``[B,H,W]`` (False on padding), and the teacher's ``logits`` ``[B,C,H,W]`` on the
-    weak view (None once the view was mixed)."""
+    ``valid`` ``[B,H,W]`` (False on padding), and the logits ``[B,C,H,W]`` they came from, mixed
+    like the labels when the view was CutMixed (so ``probs`` are the mixed soft targets).
+    ``features``: the teacher forward's features when a plugin asked for them (weak view only).
+    The core always sets ``logits``; None only in a Pseudo built by hand (a test)."""
 
     labels: Tensor
     conf: Tensor
     valid: Tensor
     logits: Tensor | None = None
+    features: Features | None = None
+
+    @property
+    def probs(self) -> Tensor:
+        """softmax(logits) ``[B,C,H,W]``: the soft targets."""
+        return self.logits.softmax(1)
+
+    @classmethod
+    def from_logits(cls, logits: Tensor, valid: Tensor, features: Features | None = None) -> "Pseudo":
+        """Hard labels and confidences of ``logits`` (no gradient flows through them)."""
+        logits = logits.detach()
+        conf, labels = logits.softmax(1).max(1)
+        return cls(labels=labels, conf=conf, valid=valid, logits=logits, features=features)
 
 
 @attrs.frozen
@@ -70,7 +123,9 @@ class View:
 
     ``kind="image"``: an augmented copy of the weak batch, planned by ``schedule_augmentation``.
     ``kind="feature"``: the decoder applied to Dropout2d(``dropout``) of the weak batch's encoder
-    features (UniMatch's feature perturbation). ``coef`` multiplies this view's loss.
+    features (UniMatch's feature perturbation). ``coef`` multiplies this view's cross-entropy
+    loss; a view of coefficient 0 is forwarded (BatchNorm statistics, logits for ``extra_losses``)
+    but adds no cross-entropy term.
     """
 
     name: str
@@ -86,7 +141,7 @@ class AugmentationPlan:
     1. ``photometric(weak) -> strong`` (batched, per-sample parameters already drawn);
     2. ``blend`` ``[B]``: x = blend·strong + (1 − blend)·weak (None: x = strong);
     3. ``cutmix_box`` ``[B,H,W]`` bool with ``cutmix_partner`` ``[B]``: inside the box of image
-       i, the image, pseudo-label, confidence and validity come from image ``partner[i]``.
+       i, the image, pseudo-label, confidence, logits and validity come from image ``partner[i]``.
     """
 
     photometric: Callable[[Tensor], Tensor] | None = None
@@ -96,12 +151,39 @@ class AugmentationPlan:
 
 
 @attrs.frozen
+class ViewInput:
+    """One view as the student sees it: the ``view``, its input ``image`` ``[B,3,H,W]`` (None for
+    a feature view), the ``plan`` that built it (None: the weak image unchanged), and its
+    pseudo-labels ``pseudo``, mixed by the plan's CutMix (None when the pseudo-label source is
+    ``none``)."""
+
+    view: View
+    image: Tensor | None
+    plan: AugmentationPlan | None
+    pseudo: Pseudo | None
+
+
+@attrs.frozen
 class StudentOutputs:
-    """The student's train-mode logits of one step: ``labeled`` ``[Bl,C,H,W]``, each view's
-    logits by name, ``weak`` when the weak batch was part of the forward, and ``aux`` (the
-    auxiliary head's logits of the labeled images) with ``model.aux_head``."""
+    """The student's train-mode outputs of one step: logits of the labeled images ``labeled``
+    ``[Bl,C,H,W]``, each view's logits by name in ``views``, ``weak``: the logits of the weak
+    batch when it was in the forward (a feature view, the ``student_train`` pseudo-label source,
+    or ``FeatureRequest.student_on_weak``; else None), ``aux`` (the auxiliary head's logits of the
+    labeled images) with ``model.aux_head``, and ``features`` by part (``"labeled"``, ``"weak"``
+    when forwarded, and each view's name) when a plugin asked for them (``request_features``)."""
 
     labeled: Tensor
     views: dict[str, Tensor]
     weak: Tensor | None = None
     aux: Tensor | None = None
+    features: dict[str, Features] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LossTerm:
+    """An ``extra_losses`` entry that says how it enters the total: ``value`` a scalar tensor;
+    with ``times_lambda_u`` it is multiplied by this step's λ_u (``unsup_weight``) like the view
+    losses, otherwise added as it is (a plain tensor answer is added as it is)."""
+
+    value: Tensor
+    times_lambda_u: bool = False
