@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ import torch
 import yaml
 
 from conftest import tiny_recipe_dict
+from disk_faults import fail_writes
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import NonFiniteLoss, Trainer
+from ssseg.files import WriteError
 
 TESTS = Path(__file__).parent
 
@@ -83,21 +86,19 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
         assert torch.equal(tensor, b["student"][name]), name
 
 
-def test_a_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, tiny, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, tiny, monkeypatch):
     trainer = Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path))
     trainer.train()
-    real_save = torch.save
-
-    def dying_save(obj, path):
-        Path(path).write_bytes(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoint.torch, "save", dying_save)
+    fail_writes(monkeypatch, tmp_path, room=1000)
     trainer.run.iteration = 5
-    with pytest.raises(OSError):
+    message = f"no space left on {tmp_path} (writing last.pt); the previous last.pt is unchanged"
+    with pytest.raises(WriteError, match=f"^{re.escape(message)}$"):
         trainer.checkpointer.save(trainer)
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no last.pt.tmp
     assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 1
+    monkeypatch.undo()  # space freed: the next save works
+    trainer.checkpointer.save(trainer)
+    assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 5
 
 
 def test_keeps_the_last_k_iteration_checkpoints_and_the_best(tmp_path, tiny):

@@ -54,9 +54,13 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise UserError(f"run.device: {err}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"run.device: {name!r}, but torch sees {torch.cuda.device_count()} CUDA "
+                        "device(s) here; use auto or cpu")
+    return device
 
 
 def build_optimizer(recipe: Recipe, student: SegModel) -> torch.optim.Optimizer:
@@ -81,8 +85,9 @@ def build_plugins(recipe: Recipe) -> dict[str, Any]:
     return plugins
 
 
-def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
-    """Build data, model, optimiser and plugins, then call ``setup`` and ``build_teacher``."""
+def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> Run:
+    """Build data, model, optimiser and plugins, then call ``setup`` and ``build_teacher``.
+    ``needs``: the datasets to build (``train``, ``val`` to evaluate, ``classes`` to predict)."""
     rank, world = rank_and_world()
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
@@ -90,7 +95,7 @@ def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
     plugins = build_plugins(recipe)
     pm = register_plugins(plugins.values())
     torch.manual_seed(recipe.seed)
-    data = build_data(recipe.data)
+    data = build_data(recipe.data, needs)
     student = build_model(recipe.model, data.num_classes)
     if recipe.run.sync_bn and world > 1:
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
