@@ -131,15 +131,14 @@ def read(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise UserError(f"cannot read checkpoint {path}: {_first_lines(err)}") from None
-        raise UserError(f"refusing to load {path}: it holds more than tensors and plain values "
-                        f"({_refused(err)}), and unpickling it could run code; ssseg checkpoints "
-                        "hold only tensors and plain values") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            raise UserError(f"refusing to load {path}: it holds the Python object {refused[1]} besides "
+                            "tensors and plain values, and unpickling it could run code; ssseg "
+                            "checkpoints hold only tensors and plain values") from None
         raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or a damaged one "
-                        f"({type(err).__name__}: {_first_lines(err)})") from None
+                        f"({type(err).__name__}: {_load_failure(err)})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path} is not an ssseg checkpoint: it holds a {type(state).__name__}, "
                         "not a mapping")
@@ -148,16 +147,6 @@ def read(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not an ssseg checkpoint: it has no {', '.join(missing)} "
                         f"(keys: {', '.join(map(str, list(state)[:SHOWN_KEYS]))}...)")
     return state
-
-
-def _refused(err: Exception) -> str:
-    """What the weights-only unpickler refused, from its long message."""
-    text = str(err)
-    name = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if name:
-        return f"the Python object {name[1]}"
-    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-    return detail[1].strip() if detail else "an object torch does not load as data"
 
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -255,6 +244,12 @@ def _restore_plugin(key: str, plugin: Any, states: dict[str, Any], path: Path) -
     except Exception as err:  # noqa: BLE001 - a bug in the plugin, or state it cannot take
         raise plugin_failure(key, f"in load_state_dict() while resuming from {path}", err,
                              type(plugin).__module__) from err
+
+
+def _load_failure(err: Exception) -> str:
+    """What torch.load stopped at, without its advice about unsafe loading."""
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+    return detail[1].strip() if detail else _first_lines(err)
 
 
 def _first_lines(err: Exception) -> str:
