@@ -63,7 +63,8 @@ def test_a_partial_run_of_another_recipe_is_refused(tmp_path, recipe, capsys, no
     (out / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe_dict({**SUPERVISED, "seed": 5})))
     (out / "metrics.jsonl").write_text('{"iteration": 1, "event": "train", "loss": 1.0}\n')
     refused(capsys, ["train", str(recipe), "--out", str(out)],
-            "holds a partial run (no checkpoint yet) of another recipe (seed: 5 in the checkpoint, 0 in")
+            "holds a partial run (no checkpoint yet) of another recipe (seed: 5 in its recipe.yaml, 0 in the "
+            "recipe)")
     (out / "recipe.yaml").unlink()
     refused(capsys, ["train", str(recipe), "--out", str(out)], "(no readable recipe.yaml)")
 
@@ -90,4 +91,5 @@ def test_resume_continues_with_the_run_folders_recipe_and_logs_each_iteration_on
     assert train_records(tmp_path / "run") == [1, 2, 3, 4]
     capsys.readouterr()
     refused(capsys, ["train", str(recipe), "--out", out, "--resume", "-o", "data.crop=16"],
-            "--resume: a resumed run may change only optim.iters, eval.* and run.* (data.crop: 32")
+            "--resume: a resumed run may change only optim.iters, eval.* and run.* (data.crop: 32 in "
+            "recipe.yaml, 16 with -o)")

@@ -69,7 +69,8 @@ class RunFolder:
             raise UserError(f"--resume: no checkpoint at {self.last}")
         source = self.recipe_file if self.recipe_file.is_file() else recipe_path
         recipe = load_recipe(source, overrides)
-        changed = incompatible_changes(unstructure(load_recipe(source)), unstructure(recipe))
+        changed = incompatible_changes(unstructure(load_recipe(source)), unstructure(recipe),
+                                       (f"in {source.name}", "with -o"))
         if changed:
             raise UserError(f"--resume: a resumed run may change only optim.iters, eval.* and run.* "
                             f"({'; '.join(changed[:SHOWN])}); start a new --out for another recipe")
@@ -82,7 +83,8 @@ class RunFolder:
         if not (self.recipe_file.exists() or self.metrics_file.exists()):
             return
         try:
-            changed = incompatible_changes(unstructure(load_recipe(self.recipe_file)), unstructure(recipe))
+            changed = incompatible_changes(unstructure(load_recipe(self.recipe_file)), unstructure(recipe),
+                                           (f"in its {RECIPE}", "in the recipe"))
         except UserError:
             changed = [f"no readable {RECIPE}"]
         if changed:
