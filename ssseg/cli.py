@@ -45,14 +45,16 @@ def cmd_train(args) -> int:
     """Train a recipe; writes recipe.yaml, metrics.jsonl, last.pt and best.pt into the output
     folder, checked before anything is built. SIGINT/SIGTERM save a checkpoint after the current
     step and exit. ``--resume`` continues with the folder's own recipe.yaml."""
-    from ssseg.engine import checkpoint
-    from ssseg.engine.distributed import init_from_env
-    from ssseg.engine.run import build_run
     from ssseg.engine.run_folder import RunFolder
-    from ssseg.engine.trainer import Stopped, Trainer
 
     folder = RunFolder(args.out or Path("runs") / args.recipe.stem)
     recipe = folder.open(args.recipe, args.override, args.resume)
+
+    from ssseg.engine import checkpoint
+    from ssseg.engine.distributed import init_from_env
+    from ssseg.engine.run import build_run
+    from ssseg.engine.trainer import Stopped, Trainer
+
     init_from_env()
     run = build_run(recipe, folder.path)
     checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)

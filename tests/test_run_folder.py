@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -93,3 +95,13 @@ def test_resume_continues_with_the_run_folders_recipe_and_logs_each_iteration_on
     refused(capsys, ["train", str(recipe), "--out", out, "--resume", "-o", "data.crop=16"],
             "--resume: a resumed run may change only optim.iters, eval.* and run.* (data.crop: 32 in "
             "recipe.yaml, 16 with -o)")
+
+
+def test_the_folder_is_checked_before_torch_is_imported(tmp_path, recipe):
+    """So the answer is immediate, and Ctrl-C at any point of start-up meets ssseg's handler."""
+    (tmp_path / "taken").write_text("")
+    code = ("import sys; from ssseg.cli import main; "
+            f"code = main(['train', {str(recipe)!r}, '--out', {str(tmp_path / 'taken')!r}]); "
+            "sys.exit(10 + code if 'torch' in sys.modules else code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr

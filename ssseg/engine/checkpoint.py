@@ -21,11 +21,10 @@ from ssseg.errors import UserError
 from ssseg.files import link_atomically, write_atomically
 from ssseg.hookspecs import HOOKSPEC_VERSION
 from ssseg.plugin_faults import plugin_failure
+from ssseg.recipe.differences import incompatible_changes
 from ssseg.recipe.structure import unstructure
+from ssseg.run_files import BEST, LAST
 
-LAST, BEST = "last.pt", "best.pt"
-# recipe sections a resumed run may change: schedule length, evaluation and bookkeeping
-RESUMABLE_CHANGES = ("optim.iters", "eval.", "run.")
 REQUIRED_KEYS = ("iteration", "recipe", "student")
 RESUME_KEYS = ("teacher", "plugins", "optimizer", "scaler", "rng", "last_eval", "best", "wall_s")
 # what torch.load(weights_only=True) reads back besides tensors, lists, tuples and dicts
@@ -147,28 +146,6 @@ def read(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not an ssseg checkpoint: it has no {', '.join(missing)} "
                         f"(keys: {', '.join(map(str, list(state)[:SHOWN_KEYS]))}...)")
     return state
-
-
-def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "",
-                       labels: tuple[str, str] = ("in the checkpoint", "in the recipe")) -> list[str]:
-    """Key paths where two unstructured recipes differ (``a.b: saved <label>, current <label>``)."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        path = f"{prefix}{key}"
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and path != "plugins":
-            out += recipe_differences(a, b, path + ".", labels)
-        elif a != b:
-            out.append(f"{path}: {a!r} {labels[0]}, {b!r} {labels[1]}")
-    return out
-
-
-def incompatible_changes(saved: dict[str, Any], current: dict[str, Any],
-                         labels: tuple[str, str] = ("in the checkpoint", "in the recipe")) -> list[str]:
-    """The differences between two unstructured recipes that a resumed run may not make (all
-    but the schedule length, ``eval`` and ``run``), described with ``labels``."""
-    return [d for d in recipe_differences(saved, current, labels=labels)
-            if not d.startswith(RESUMABLE_CHANGES)]
 
 
 def restore(trainer, path: Path) -> None:

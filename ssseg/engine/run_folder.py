@@ -1,4 +1,5 @@
-"""A training run's output folder, checked before anything is built and kept consistent across
+"""A training run's output folder, checked before anything is built (and before torch is
+imported, so the answer is immediate) and kept consistent across
 interruptions: ``recipe.yaml`` is never half-written and is the truth a resumed run continues
 with; ``metrics.jsonl`` holds each iteration once however often the run was resumed; a folder
 holding another recipe's run is never reused."""
@@ -14,13 +15,13 @@ from typing import Sequence
 import attrs
 
 from ssseg import files
-from ssseg.engine.checkpoint import LAST, incompatible_changes
 from ssseg.errors import UserError
+from ssseg.recipe.differences import incompatible_changes
 from ssseg.recipe.load import dump_recipe, load_recipe
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
+from ssseg.run_files import LAST, METRICS, RECIPE
 
-RECIPE, METRICS = "recipe.yaml", "metrics.jsonl"
 SHOWN = 3  # differences named in a message
 
 
