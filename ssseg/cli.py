@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe")
     _recipe_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the folder's last.pt, with the folder's recipe.yaml (-o may "
-                        "change optim.iters, eval.* and run.*)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the folder's last.pt with the folder's recipe.yaml "
+                        "(-o may change optim.iters, eval.* and run.*)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     _recipe_args(p)
