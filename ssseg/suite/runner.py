@@ -27,16 +27,18 @@ LOG = "train.log"
 
 def read_records(run_dir: Path, event: str) -> list[dict[str, Any]]:
     """The ``event`` records of a run's metrics.jsonl by iteration; a record repeated by a resumed
-    run (it restarts at its last checkpoint) keeps its latest copy."""
+    run keeps its latest copy, and a line a kill cut short is skipped."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
     records = {}
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             record = json.loads(line)
-            if record.get("event") == event:
-                records[record["iteration"]] = record
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            records[record["iteration"]] = record
     return [records[i] for i in sorted(records)]
 
 
