@@ -66,6 +66,7 @@ SLOW = {"optim": {"iters": 8}, "run": {"checkpoint_every": 2},
         "plugins": {"slow": {"use": "recorder:Slow", "seconds": 0.15}}}
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_printed_command_continues_the_run(tmp_path):
     recipe, out = write_recipe(tmp_path / "r.yaml", SLOW), tmp_path / "run"
     proc = start_training(recipe, out, "-o", "optim.iters=6", "-o", "optim.lr=0.003")
@@ -94,6 +95,7 @@ def test_ctrl_c_during_start_up_exits_without_a_traceback(tmp_path):
     assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_during_a_save_exits_without_a_traceback_or_a_temporary_file(tmp_path):
     saving, out = tmp_path / "saving", tmp_path / "run"
     recipe = write_recipe(tmp_path / "r.yaml", {"optim": {"iters": 100}, "plugins": {
@@ -109,6 +111,7 @@ def test_a_second_ctrl_c_during_a_save_exits_without_a_traceback_or_a_temporary_
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "recipe.yaml"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", SLOW)
     reference = start_training(recipe, tmp_path / "ref")
