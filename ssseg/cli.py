@@ -1,4 +1,6 @@
-"""The ``ssseg`` command line. User errors print one message and exit 2, without a traceback."""
+"""The ``ssseg`` command line. User errors print one message and exit 2, without a traceback;
+Ctrl-C exits 130 without one, also during start-up (heavy modules are imported inside
+:func:`main`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ssseg.data.cli import register as register_data
 from ssseg.errors import UserError
-from ssseg.scaffold import register as register_scaffold
-from ssseg.suite.cli import register as register_suite
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -44,40 +43,40 @@ def _summary(metrics: dict) -> str:
 
 def cmd_train(args) -> int:
     """Train a recipe; writes recipe.yaml, metrics.jsonl, last.pt and best.pt into the output
-    folder. SIGINT/SIGTERM save a checkpoint after the current step and exit."""
+    folder, checked before anything is built. SIGINT/SIGTERM save a checkpoint after the current
+    step and exit. ``--resume`` continues with the folder's own recipe.yaml."""
+    from ssseg.engine.run_folder import RunFolder
+
+    folder = RunFolder(args.out or Path("runs") / args.recipe.stem)
+    recipe = folder.open(args.recipe, args.override, args.resume)
+
     from ssseg.engine import checkpoint
     from ssseg.engine.distributed import init_from_env
     from ssseg.engine.run import build_run
     from ssseg.engine.trainer import Stopped, Trainer
-    from ssseg.recipe.load import dump_recipe
 
-    recipe = _load(args)
-    out = args.out or Path("runs") / args.recipe.stem
-    checkpointer = checkpoint.Checkpointer(out, recipe.run.keep_checkpoints)
-    if checkpointer.last.exists() and not args.resume:
-        raise UserError(f"{out} already holds a run ({checkpointer.last}); continue it with --resume "
-                        "or choose another --out")
-    if args.resume and not checkpointer.last.exists():
-        raise UserError(f"--resume: no checkpoint at {checkpointer.last}")
     init_from_env()
-    run = build_run(recipe, out)
+    run = build_run(recipe, folder.path)
+    checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
     trainer = Trainer(run, progress=_progress, checkpointer=checkpointer)
     if args.resume:
-        checkpoint.restore(trainer, checkpointer.last)
-        _say(run, f"resumed from {checkpointer.last} at iteration {run.iteration}")
+        checkpoint.restore(trainer, folder.last)
+        _say(run, f"resumed from {folder.last} at iteration {run.iteration}")
     if run.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(dump_recipe(recipe))
+        folder.begin(recipe, run.iteration)
     try:
         with stop_on_signals(trainer):
             metrics = trainer.train()
     except Stopped as stop:
-        _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; checkpoint saved "
-                  f"to {checkpointer.last}; continue with: ssseg train {args.recipe} --out {out} --resume")
+        _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; "
+                  f"{folder.how_to_continue()}")
         return 128 + (stop.signum or 0)
+    except KeyboardInterrupt:
+        _say(run, f"\ninterrupted at iteration {run.iteration}; {folder.how_to_continue()}")
+        return 128 + signal.SIGINT
     if run.is_main:
         print(_summary(metrics))
-        print(f"results in {out}")
+        print(f"results in {folder.path}")
     return 0
 
 
@@ -109,7 +108,7 @@ def cmd_eval(args) -> int:
     from ssseg.engine.run import build_run
     from ssseg.engine.trainer import Trainer
 
-    run = build_run(_load(args))
+    run = build_run(_load(args), needs="val")
     run.iteration = checkpoint.load_weights(run, args.checkpoint)
     metrics = Trainer(run).evaluate()
     print(_summary(metrics))
@@ -153,12 +152,18 @@ def cmd_explain(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``ssseg`` command."""
+    from ssseg.data.cli import register as register_data
+    from ssseg.scaffold import register as register_scaffold
+    from ssseg.suite.cli import register as register_suite
+
     parser = argparse.ArgumentParser(prog="ssseg", description="Semi-supervised semantic segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a recipe")
     _recipe_args(p)
     p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the folder's last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the folder's last.pt with the folder's recipe.yaml "
+                        "(-o may change optim.iters, eval.* and run.*)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     _recipe_args(p)
@@ -178,12 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssseg`` console script."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as err:
         print(f"ssseg: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nssseg: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

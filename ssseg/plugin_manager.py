@@ -16,16 +16,13 @@ import pluggy
 from ssseg import hookspecs
 from ssseg.answers import answer_problem
 from ssseg.compat import hookspec_problem, removed_attribute_hint
-from ssseg.errors import UserError
+from ssseg.errors import PluginError, UserError
+from ssseg.plugin_faults import plugin_failure
 from ssseg.recipe.structure import ConfigError, structure
 
 ENTRY_POINT_GROUP = "ssseg.plugins"
 AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"
 FIRST_PARTY_DIST = "ssseg"
-
-
-class PluginError(UserError):
-    """A plugin is unknown, malformed, conflicts with another, or failed inside a hook."""
 
 
 @attrs.frozen
@@ -37,8 +34,13 @@ class PluginSource:
     distribution: str
 
     def load(self) -> type:
-        """Import the plugin class (only now: discovery is lazy)."""
-        return self.entry_point.load()
+        """Import the plugin class (only now: discovery is lazy); a failing import is a
+        :class:`PluginError` naming the plugin."""
+        try:
+            return self.entry_point.load()
+        except Exception as err:  # noqa: BLE001 - any error while importing is the plugin's
+            raise plugin_failure(self.name, f"while importing {self.entry_point.module!r}", err,
+                                 self.entry_point.module) from err
 
 
 def discover() -> dict[str, PluginSource]:
@@ -68,7 +70,7 @@ def load_plugin_class(key: str, params: dict[str, Any]) -> type:
     if given, else the entry point named ``key``."""
     use = params.get("use")
     if use is not None:
-        return _import_object(use, f"plugins.{key}.use")
+        return _import_object(use, key)
     sources = discover()
     if key not in sources:
         close = difflib.get_close_matches(key, list(sources), n=3, cutoff=0.5)
@@ -80,7 +82,8 @@ def load_plugin_class(key: str, params: dict[str, Any]) -> type:
     return sources[key].load()
 
 
-def _import_object(spec: str, where: str) -> type:
+def _import_object(spec: str, key: str) -> type:
+    where = f"plugins.{key}.use"
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise PluginError(f"{where}: {spec!r} is not of the form \"module:Class\"")
@@ -88,6 +91,8 @@ def _import_object(spec: str, where: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise PluginError(f"{where}: cannot import module {module_name!r}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any other error while importing is the plugin's
+        raise plugin_failure(key, f"while importing {module_name!r}", err, module_name) from err
     try:
         return functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
@@ -105,7 +110,12 @@ def instantiate(key: str, params: dict[str, Any]) -> Any:
         raise PluginError(f"plugins.{key}: {cls.__module__}.{cls.__qualname__} has no attrs Config class")
     options = {k: v for k, v in params.items() if k != "use"}
     config = structure(config_cls, options, f"plugins.{key}")
-    return cls(config)
+    try:
+        return cls(config)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug in the plugin's constructor
+        raise plugin_failure(key, "in its constructor", err, cls.__module__) from err
 
 
 def plugin_name(plugin: Any) -> str:
@@ -177,24 +187,24 @@ def _guard_hooks(pm: pluggy.PluginManager) -> None:
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             impl.function = _guarded(impl.function, impl.argnames, caller.spec.argnames,
-                                     plugin_name(impl.plugin), hook_name)
+                                     impl.plugin, hook_name)
             impl.argnames = caller.spec.argnames
 
 
-def _guarded(fn, wanted: tuple[str, ...], given: tuple[str, ...], plugin: str, hook: str):
+def _guarded(fn, wanted: tuple[str, ...], given: tuple[str, ...], plugin: Any, hook: str):
     @functools.wraps(fn)
     def call(*args):
         kwargs = dict(zip(given, args))
         try:
             answer = fn(*(kwargs[name] for name in wanted))
-        except (UserError, KeyboardInterrupt):
+        except UserError:
             raise
-        except Exception as err:
-            raise PluginError(f"plugin {plugin!r} failed in hook {hook!r}: "
-                              f"{type(err).__name__}: {err}{removed_attribute_hint(err)}") from err
+        except Exception as err:  # noqa: BLE001 - a bug in the plugin's hook
+            raise plugin_failure(plugin_name(plugin), f"in hook {hook!r}", err, type(plugin).__module__,
+                                 removed_attribute_hint(err)) from err
         problem = answer_problem(hook, answer, kwargs)
         if problem:
-            raise PluginError(f"plugin {plugin!r} gave a wrong answer in hook {hook!r}: {problem}")
+            raise PluginError(f"plugin {plugin_name(plugin)!r} gave a wrong answer in hook {hook!r}: {problem}")
         return answer
 
     return call

@@ -28,6 +28,11 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with use: "recorder:..."
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that starts ssseg processes (seconds each); "
+                                       "-m 'not slow' skips them")
+
+
 @pytest.fixture
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""

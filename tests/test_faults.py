@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import torch
 import yaml
 
 from conftest import tiny_recipe_dict
+from disk_faults import fail_writes
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import NonFiniteLoss, Trainer
+from ssseg.files import WriteError
 
 TESTS = Path(__file__).parent
 
@@ -27,10 +31,14 @@ def write_recipe(path: Path, patch) -> Path:
     return path
 
 
-def start_training(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
+def ssseg(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ssseg", "train", str(recipe), "--out", str(out), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "ssseg", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def start_training(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return ssseg("train", str(recipe), "--out", str(out), *extra)
 
 
 def wait_for(predicate, timeout=60.0):
@@ -40,6 +48,11 @@ def wait_for(predicate, timeout=60.0):
             return
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def train_iterations(out: Path) -> list[int]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["iteration"] for r in records if r["event"] == "train"]
 
 
 def iterations_logged(out: Path) -> int:
@@ -53,18 +66,52 @@ SLOW = {"optim": {"iters": 8}, "run": {"checkpoint_every": 2},
         "plugins": {"slow": {"use": "recorder:Slow", "seconds": 0.15}}}
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    recipe = write_recipe(tmp_path / "r.yaml", SLOW)
-    proc = start_training(recipe, tmp_path / "run")
-    wait_for(lambda: iterations_logged(tmp_path / "run") >= 1)
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_printed_command_continues_the_run(tmp_path):
+    recipe, out = write_recipe(tmp_path / "r.yaml", SLOW), tmp_path / "run"
+    proc = start_training(recipe, out, "-o", "optim.iters=6", "-o", "optim.lr=0.003")
+    wait_for(lambda: iterations_logged(out) >= 1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert "--resume" in err and "Traceback" not in err
-    saved = checkpoint.read(tmp_path / "run" / "last.pt")["iteration"]
-    assert saved == iterations_logged(tmp_path / "run") and 1 <= saved < 8
+    assert "Traceback" not in err
+    saved = checkpoint.read(out / "last.pt")["iteration"]
+    assert saved == iterations_logged(out) and 1 <= saved < 6
+    command = shlex.split(err.rsplit("continue with: ", 1)[1])  # as printed: no -o repeated
+    assert command[:2] == ["ssseg", "train"] and "-o" not in command
+    resumed = ssseg(*command[1:])
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    final = checkpoint.read(out / "last.pt")
+    assert final["iteration"] == 6 and final["recipe"]["optim"]["lr"] == 0.003
+    assert train_iterations(out) == [1, 2, 3, 4, 5, 6]
 
 
+def test_ctrl_c_during_start_up_exits_without_a_traceback(tmp_path):
+    proc = start_training(write_recipe(tmp_path / "r.yaml", SLOW), tmp_path / "run")
+    time.sleep(0.5)  # importing torch, building data and model (or, on a fast machine, training)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_a_save_exits_without_a_traceback_or_a_temporary_file(tmp_path):
+    saving, out = tmp_path / "saving", tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", {"optim": {"iters": 100}, "plugins": {
+        "state": {"use": "faulty:SlowState", "marker": str(saving)}}})
+    proc = start_training(recipe, out)
+    wait_for(lambda: iterations_logged(out) >= 1)
+    proc.send_signal(signal.SIGINT)  # the first: save after this step and stop
+    wait_for(saving.exists)
+    proc.send_signal(signal.SIGINT)  # the second, while saving: stop at once
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+    assert "interrupted at iteration" in err and "no checkpoint was written yet" in err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "recipe.yaml"]
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", SLOW)
     reference = start_training(recipe, tmp_path / "ref")
@@ -79,25 +126,24 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     a = checkpoint.read(tmp_path / "ref" / "last.pt")
     b = checkpoint.read(tmp_path / "killed" / "last.pt")
     assert a["iteration"] == b["iteration"] == 8
+    assert train_iterations(tmp_path / "killed") == list(range(1, 9))  # replayed steps logged once
     for name, tensor in a["student"].items():
         assert torch.equal(tensor, b["student"][name]), name
 
 
-def test_a_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, tiny, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, tiny, monkeypatch):
     trainer = Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path))
     trainer.train()
-    real_save = torch.save
-
-    def dying_save(obj, path):
-        Path(path).write_bytes(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoint.torch, "save", dying_save)
+    fail_writes(monkeypatch, tmp_path, room=1000)
     trainer.run.iteration = 5
-    with pytest.raises(OSError):
+    message = f"no space left on {tmp_path} (writing last.pt); the previous last.pt is unchanged"
+    with pytest.raises(WriteError, match=f"^{re.escape(message)}$"):
         trainer.checkpointer.save(trainer)
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no last.pt.tmp
     assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 1
+    monkeypatch.undo()  # space freed: the next save works
+    trainer.checkpointer.save(trainer)
+    assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 5
 
 
 def test_keeps_the_last_k_iteration_checkpoints_and_the_best(tmp_path, tiny):

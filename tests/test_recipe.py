@@ -53,6 +53,13 @@ def test_overrides_apply_last_and_parse_yaml_scalars(tmp_path):
     assert recipe.data.split == "92"
 
 
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    path = write(tmp_path / "r.yaml", "optim: {lr: 1e-3, weight_decay: 5E-4}\n")
+    recipe = load_recipe(path, ["optim.head_lr_mult=1e1"])
+    assert (recipe.optim.lr, recipe.optim.weight_decay, recipe.optim.head_lr_mult) == (0.001, 0.0005, 10.0)
+    assert load_recipe(path, ["data.split='1e3'"]).data.split == "1e3"  # quoted stays a string
+
+
 @pytest.mark.parametrize("text", ["optim.iters", "=3", "a..b=1"])
 def test_malformed_override_is_an_error(text):
     with pytest.raises(ConfigError, match="key.path=value"):
@@ -67,6 +74,8 @@ def test_malformed_override_is_an_error(text):
     ({"data": {"scale": [2.0, 1.0]}}, "data.scale", "low <= high"),
     ({"eval": {"mode": "slide"}}, "eval.mode", "not one of"),
     ({"seed": 1.5}, "seed", "expected an integer"),
+    ({"data": {"crop": 100000}}, "data.crop", r"100000 is out of range; valid: \[1, 4096\] pixels: .* "
+                                              r"one RGB float image of 100000×100000 alone takes 112 GiB"),
 ])
 def test_bad_values_name_the_file_and_key(tmp_path, patch, path, message):
     recipe = write(tmp_path / "bad.yaml", patch)

@@ -107,3 +107,9 @@ def test_a_bad_suite_exits_2_before_training(tmp_path, capsys):
     assert suite_main(["suite", "run", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "variants.a: recipe" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_records_skip_a_line_a_kill_cut_short(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 1, "event": "eval", "student/miou": 0.5}\n'
+                                            '{"iteration": 2, "event": "ev')
+    assert [r["iteration"] for r in runner.read_records(tmp_path, "eval")] == [1]

@@ -57,6 +57,10 @@ def test_cli_refuses_to_overwrite_a_run(tmp_path, capsys):
     (["train", "{recipe}", "-o", "plugins.supervised.x=1"], "plugins.supervised.x: unknown key"),
     (["eval", "{recipe}", "--checkpoint", "nope.pt"], "checkpoint not found: nope.pt"),
     (["train", "{recipe}", "-o", "data.batch_unlabeled=2"], "set data.batch_unlabeled: 0"),
+    (["train", "{recipe}", "-o", "data.dataset=coco"], "data.dataset: unknown dataset 'coco'; valid: cityscapes,"),
+    (["train", "{recipe}", "-o", "data.crop=100000"], "data.crop: 100000 is out of range; valid: [1, 4096]"),
+    pytest.param(["train", "{recipe}", "-o", "run.device=cuda"], "run.device: 'cuda', but torch sees 0 CUDA",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, argv, message):
     recipe = write_recipe(tmp_path, SUPERVISED)

@@ -10,6 +10,9 @@ Samples, as yielded by the three datasets of a :class:`DataBundle`:
 - unlabeled: ``{"image": [3,h,w], "valid": [h,w] bool}``; padding added by the weak pipeline is
   not valid and never enters an unsupervised loss;
 - val:       ``{"image": [3,H,W], "mask": [H,W], "name": str}`` at the original size.
+
+A bundle holds only the datasets a command needs (:data:`NEEDS`): training builds all three,
+evaluation only ``val``, prediction none (class names and palette only); the others are None.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ from typing import Callable
 import attrs
 from torch.utils.data import Dataset
 
+from ssseg.recipe.structure import ConfigError
+
 IGNORE_INDEX = 255
+NEEDS = ("train", "val", "classes")  # what a command builds: everything, the val set, metadata
 
 
 @attrs.frozen
 class DataBundle:
     """The datasets and class metadata a recipe's ``data`` section resolves to."""
 
-    labeled: Dataset
+    labeled: Dataset | None
     unlabeled: Dataset | None
-    val: Dataset
+    val: Dataset | None
     num_classes: int
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
@@ -40,7 +46,8 @@ _BUILDERS: dict[str, DatasetBuilder] = {}
 
 
 def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Register ``builder(cfg: DataConfig) -> DataBundle`` under ``name`` (recipe ``data.dataset``)."""
+    """Register ``builder(cfg: DataConfig, needs: str) -> DataBundle`` under ``name`` (recipe
+    ``data.dataset``); ``needs`` is one of :data:`NEEDS`."""
 
     def deco(builder: DatasetBuilder) -> DatasetBuilder:
         _BUILDERS[name] = builder
@@ -55,16 +62,16 @@ def dataset_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_data(cfg) -> DataBundle:
-    """Build the :class:`DataBundle` named by ``cfg.dataset``."""
+def build_data(cfg, needs: str = "train") -> DataBundle:
+    """Build the :class:`DataBundle` named by ``cfg.dataset``, with the datasets ``needs`` names
+    (one of :data:`NEEDS`)."""
     _import_builtin()
     try:
         builder = _BUILDERS[cfg.dataset]
     except KeyError:
-        raise ValueError(
-            f"data.dataset: unknown dataset {cfg.dataset!r}; valid: {', '.join(sorted(_BUILDERS))}"
-        ) from None
-    return builder(cfg)
+        raise ConfigError("data.dataset", f"unknown dataset {cfg.dataset!r}; valid: "
+                                          f"{', '.join(sorted(_BUILDERS))}") from None
+    return builder(cfg, needs)
 
 
 def _import_builtin() -> None:

@@ -1,9 +1,9 @@
 """Reading dataset files and reporting what is wrong with them, file by file.
 
 :func:`check_dataset` (``ssseg data check``) reads every listed file. :func:`preflight` is the
-cheap version dataset builders run before training: every listed file must exist, and a few
-evenly spaced labeled and val pairs are read in full, so bad data fails before the first step
-with the same messages.
+cheap version dataset builders run before training: no list is empty or names an image twice,
+every listed file exists, and a few evenly spaced labeled and val pairs are read in full, so bad
+data fails before the first step with the same messages.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ssseg.data.base import IGNORE_INDEX
-from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, load_split, split_names
+from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, load_split, repeats, split_names
 from ssseg.errors import UserError
 
 if TYPE_CHECKING:
@@ -78,6 +78,17 @@ def read_index_mask(path: str | Path) -> np.ndarray:
             return np.array(img, dtype=np.uint8)
     except OSError as err:
         raise BadFile(path, f"unreadable mask ({err})") from None
+
+
+def list_problems(lists: SplitLists) -> list[Problem]:
+    """Empty list files, and images a list names twice (at ``file:line``, with the first line)."""
+    problems = [Problem(str(file), "empty list: it names no images")
+                for role, file in lists.files.items() if not getattr(lists, role)]
+    for pairs in (lists.labeled, lists.unlabeled or [], lists.val):
+        problems += [Problem(again.where, f"{again.image} is listed twice (first at line "
+                                          f"{first.where.rsplit(':', 1)[1]}); remove the repeat")
+                     for again, first in repeats(pairs)]
+    return problems
 
 
 def locate(source: ListedSource, pairs: Sequence[Pair],
@@ -149,12 +160,13 @@ def _evenly_spaced(samples: Sequence[Sample], k: int) -> list[Sample]:
 
 
 def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]]:
-    """Locate every file of ``lists`` and read a few labeled and val pairs in full.
+    """Check the lists (none empty, no image twice), locate every file of ``lists`` and read a
+    few labeled and val pairs in full.
 
     Returns the located samples per role (``labeled``, ``unlabeled``, ``val``); raises
     :class:`UserError` listing the problems (the same messages as :func:`check_dataset`).
     """
-    located, problems = {}, []
+    located, problems = {}, list_problems(lists)
     for role, pairs in (("labeled", lists.labeled), ("unlabeled", lists.unlabeled or []),
                         ("val", lists.val)):
         located[role], missing = locate(source, pairs, with_masks=role != "unlabeled")
@@ -172,34 +184,37 @@ def _summary(source: ListedSource, problems: list[Problem]) -> str:
     more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
     shipped = source.split_dir.is_relative_to(SHIPPED_DIR)
     split_dir = "" if shipped else f" --split-dir {source.split_dir}"
-    return (f"dataset {source.name!r} at {source.root}: {len(problems)} problem(s) with the files "
-            f"the split lists name (a full report: ssseg data check {source.root} "
+    return (f"dataset {source.name!r} at {source.root}: {len(problems)} problem(s) with the split "
+            f"lists or the files they name (a full report: ssseg data check {source.root} "
             f"--dataset {source.name}{split_dir}):\n  {shown}{more}")
 
 
-def _lists_to_check(source: ListedSource, split: str | None) -> tuple[list[Pair], list[Pair]]:
-    """(pairs whose masks are needed, pairs needing only the image) for one split or all."""
+def _lists_to_check(source: ListedSource,
+                    split: str | None) -> tuple[list[Pair], list[Pair], list[Problem]]:
+    """(pairs whose masks are needed, pairs needing only the image, problems of the lists
+    themselves) for one split or all."""
     names = [split] if split is not None else split_names(source.split_dir)
     if split is None and not names:
         raise UserError(f"{source.split_dir}: no split lists (<split>/labeled.txt or pool.txt)")
-    with_masks, images_only = {}, {}
+    with_masks, images_only, problems = {}, {}, {}
     for name in names:
         lists = load_split(source.split_dir, name)
+        problems |= dict.fromkeys(list_problems(lists))  # pool.txt and val.txt serve every split
         for pair in [*lists.labeled, *lists.val]:
             with_masks.setdefault(pair.key, pair)
         for pair in lists.unlabeled or []:
             images_only.setdefault(pair.key, pair)
     labeled_images = {image for image, _ in with_masks}
     return (list(with_masks.values()),
-            [p for p in images_only.values() if p.image not in labeled_images])
+            [p for p in images_only.values() if p.image not in labeled_images], list(problems))
 
 
 def check_source(source: ListedSource, split: str | None = None) -> list[Problem]:
-    """Every problem with the files of ``split`` (all splits and the pool when None)."""
-    with_masks, images_only = _lists_to_check(source, split)
-    labeled, problems = locate(source, with_masks, with_masks=True)
-    unlabeled, missing = locate(source, images_only, with_masks=False)
-    problems += missing
+    """Every problem with the lists and files of ``split`` (all splits and the pool when None)."""
+    with_masks, images_only, problems = _lists_to_check(source, split)
+    labeled, missing = locate(source, with_masks, with_masks=True)
+    unlabeled, missing_images = locate(source, images_only, with_masks=False)
+    problems += missing + missing_images
     return problems + _read_problems(source, [*labeled, *unlabeled])
 
 

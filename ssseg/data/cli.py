@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ssseg.data.check import check_dataset
-from ssseg.data.folder import ListedSource, source_for
-from ssseg.data.splits import POOL_FILE, Pair, generate_split, parse_amount, read_list, write_list
 from ssseg.errors import UserError
+
+if TYPE_CHECKING:  # the commands import numpy, torch and PIL when they run, not the parser
+    import numpy as np
+
+    from ssseg.data.folder import ListedSource
+    from ssseg.data.splits import Pair
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """``ssseg data check``: print every problem; 1 if any, else a summary and 0."""
+    from ssseg.data.check import check_dataset
+
     options = {"split_dir": args.split_dir} if args.split_dir else {}
     problems = check_dataset(args.root, args.dataset, args.split, options)
     for problem in problems:
@@ -71,6 +75,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 def class_presence(source: ListedSource, pool: list[Pair]) -> np.ndarray:
     """Bool ``[len(pool), classes]``: which classes each pool image's mask shows."""
+    import numpy as np
+
     presence = np.zeros((len(pool), source.num_classes), dtype=bool)
     for i, pair in enumerate(pool):
         listed = source.root / pair.mask
@@ -84,6 +90,9 @@ def class_presence(source: ListedSource, pool: list[Pair]) -> np.ndarray:
 
 def run_split(args: argparse.Namespace) -> int:
     """``ssseg data split``: write ``labeled.txt`` and ``unlabeled.txt`` into ``--out``."""
+    from ssseg.data.folder import source_for
+    from ssseg.data.splits import POOL_FILE, generate_split, parse_amount, read_list, write_list
+
     amount = parse_amount(args.labeled)
     if args.list is None and args.root is None:
         raise UserError("data split: give the pool with --list FILE or --root ROOT")

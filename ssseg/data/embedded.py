@@ -239,19 +239,23 @@ def labeled_indices(train: int, split: str, split_seed: int) -> torch.Tensor:
 
 
 @register_dataset("embedded")
-def build_embedded(cfg) -> DataBundle:
-    """Build the embedded dataset's :class:`DataBundle` from a ``DataConfig``."""
+def build_embedded(cfg, needs: str = "train") -> DataBundle:
+    """Build the embedded dataset's :class:`DataBundle` from a ``DataConfig``, generating only
+    the images ``needs`` asks for (``train``: all, ``val``: the val set, ``classes``: none)."""
     opt = structure(EmbeddedOptions, dict(cfg.options or {}), "data.options")
     gen = dict(min_objects=opt.min_objects, max_objects=opt.max_objects, noise=opt.noise)
-    tr_img, tr_msk = _cached(opt.train, opt.size, opt.seed, 0, **gen)
-    va_img, va_msk = _cached(opt.val, opt.size, opt.seed, 1, **gen)
-    lab = labeled_indices(opt.train, str(cfg.split), opt.split_seed)
-    is_lab = torch.zeros(opt.train, dtype=torch.bool)
-    is_lab[lab] = True
-    unl = torch.nonzero(~is_lab).flatten()
-    labeled = EmbeddedDataset(tr_img, tr_msk, lab, "labeled", cfg.crop, cfg.flip, "train")
-    unlabeled = (EmbeddedDataset(tr_img, tr_msk, unl, "unlabeled", cfg.crop, cfg.flip, "train")
-                 if len(unl) else None)
-    val = EmbeddedDataset(va_img, va_msk, torch.arange(opt.val), "val", prefix="val")
+    labeled = unlabeled = val = None
+    if needs == "train":
+        tr_img, tr_msk = _cached(opt.train, opt.size, opt.seed, 0, **gen)
+        lab = labeled_indices(opt.train, str(cfg.split), opt.split_seed)
+        is_lab = torch.zeros(opt.train, dtype=torch.bool)
+        is_lab[lab] = True
+        unl = torch.nonzero(~is_lab).flatten()
+        labeled = EmbeddedDataset(tr_img, tr_msk, lab, "labeled", cfg.crop, cfg.flip, "train")
+        unlabeled = (EmbeddedDataset(tr_img, tr_msk, unl, "unlabeled", cfg.crop, cfg.flip, "train")
+                     if len(unl) else None)
+    if needs != "classes":
+        va_img, va_msk = _cached(opt.val, opt.size, opt.seed, 1, **gen)
+        val = EmbeddedDataset(va_img, va_msk, torch.arange(opt.val), "val", prefix="val")
     return DataBundle(labeled=labeled, unlabeled=unlabeled, val=val, num_classes=NUM_CLASSES,
                       class_names=CLASS_NAMES, palette=PALETTE, ignore_index=IGNORE_INDEX)

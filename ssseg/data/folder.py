@@ -31,7 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
 from ssseg.data.check import Sample, preflight, read_image, read_index_mask
-from ssseg.data.splits import SplitLists, load_split, shipped_split_dir
+from ssseg.data.splits import SplitLists, load_split, load_val, shipped_split_dir
 from ssseg.data.transforms import WeakPipeline
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError, structure
@@ -109,17 +109,21 @@ class ListedDataset(Dataset):
         return {"image": image, "valid": valid}
 
 
-def build_listed(cfg, source: ListedSource) -> DataBundle:
-    """The :class:`DataBundle` of ``source`` for a ``DataConfig`` (split, crop, scale, flip)."""
-    lists = source.lists(str(cfg.split))
+def build_listed(cfg, source: ListedSource, needs: str = "train") -> DataBundle:
+    """The :class:`DataBundle` of ``source`` for a ``DataConfig`` (split, crop, scale, flip);
+    only the lists ``needs`` names are read (``val``: val.txt; ``classes``: none)."""
+    if needs == "train":
+        lists = source.lists(str(cfg.split))
+    else:
+        lists = load_val(source.split_dir) if needs == "val" else SplitLists(labeled=[], unlabeled=None, val=[])
     located = preflight(source, lists)
     weak = WeakPipeline(crop=cfg.crop, scale=tuple(cfg.scale), flip=cfg.flip)
-    unlabeled = (ListedDataset(located["unlabeled"], "unlabeled", source.read_mask, weak)
-                 if lists.unlabeled else None)
+
+    def dataset(role: str, pipeline: WeakPipeline | None) -> ListedDataset | None:
+        return ListedDataset(located[role], role, source.read_mask, pipeline) if located[role] else None
+
     return DataBundle(
-        labeled=ListedDataset(located["labeled"], "labeled", source.read_mask, weak),
-        unlabeled=unlabeled,
-        val=ListedDataset(located["val"], "val", source.read_mask),
+        labeled=dataset("labeled", weak), unlabeled=dataset("unlabeled", weak), val=dataset("val", None),
         num_classes=source.num_classes, class_names=source.class_names, palette=source.palette,
         ignore_index=IGNORE_INDEX)
 
@@ -134,7 +138,8 @@ def register_listed(name: str) -> Callable[[SourceFactory], SourceFactory]:
 
     def deco(factory: SourceFactory) -> SourceFactory:
         _SOURCES[name] = factory
-        register_dataset(name)(lambda cfg: build_listed(cfg, source_for(name, cfg.root, cfg.options)))
+        register_dataset(name)(lambda cfg, needs: build_listed(cfg, source_for(name, cfg.root, cfg.options),
+                                                               needs))
         return factory
 
     return deco

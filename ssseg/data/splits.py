@@ -47,11 +47,13 @@ class Pair(NamedTuple):
 
 @attrs.frozen
 class SplitLists:
-    """The pairs of one split: labeled, unlabeled (None for ``all``) and val."""
+    """The pairs of one split: labeled, unlabeled (None for ``all``) and val. ``files`` maps a
+    role to the list file it was read from (``unlabeled`` only when read from its own file)."""
 
     labeled: list[Pair]
     unlabeled: list[Pair] | None
     val: list[Pair]
+    files: dict[str, Path] = attrs.field(factory=dict)
 
 
 def parse_list(text: str, source: str) -> list[Pair]:
@@ -97,6 +99,17 @@ def subtract(pool: Sequence[Pair], labeled: Sequence[Pair]) -> list[Pair]:
     return [p for p in pool if p.key not in taken]
 
 
+def repeats(pairs: Sequence[Pair]) -> list[tuple[Pair, Pair]]:
+    """(entry, its first occurrence) for every image listed again in ``pairs``."""
+    first: dict[str, Pair] = {}
+    found = []
+    for pair in pairs:
+        if pair.image in first:
+            found.append((pair, first[pair.image]))
+        first.setdefault(pair.image, pair)
+    return found
+
+
 def split_names(split_dir: str | Path) -> list[str]:
     """The split names a directory offers: subdirectories with a labeled list, and ``all`` if
     it has a pool."""
@@ -108,9 +121,7 @@ def split_names(split_dir: str | Path) -> list[str]:
 
 def load_split(split_dir: str | Path, split: str) -> SplitLists:
     """The labeled, unlabeled and val pairs of ``split`` in ``split_dir`` (see the module doc)."""
-    split_dir = Path(split_dir)
-    if not split_dir.is_dir():
-        raise UserError(f"data.options.split_dir: {split_dir} is not a directory")
+    split_dir = _existing(split_dir)
     valid = split_names(split_dir)
     if split not in valid:
         meant = [name for name in valid if name.replace("_", "") == split]
@@ -118,16 +129,31 @@ def load_split(split_dir: str | Path, split: str) -> SplitLists:
                 f"split: \"{meant[0]}\")" if meant else "")
         raise UserError(f"data.split: unknown split {split!r} in {split_dir}; "
                         f"valid: {', '.join(valid) or '(none: no <split>/labeled.txt there)'}{hint}")
-    val = read_list(split_dir / VAL_FILE)
+    files = {"labeled": split_dir / (POOL_FILE if split == ALL else f"{split}/{LABELED_FILE}"),
+             "val": split_dir / VAL_FILE}
+    val, labeled = read_list(files["val"]), read_list(files["labeled"])
     if split == ALL:
-        return SplitLists(labeled=read_list(split_dir / POOL_FILE), unlabeled=None, val=val)
-    labeled = read_list(split_dir / split / LABELED_FILE)
+        return SplitLists(labeled=labeled, unlabeled=None, val=val, files=files)
     unlabeled_file = split_dir / split / UNLABELED_FILE
     if unlabeled_file.is_file():
+        files["unlabeled"] = unlabeled_file
         unlabeled = read_list(unlabeled_file, masks=False)
     else:
         unlabeled = subtract(read_list(split_dir / POOL_FILE), labeled)
-    return SplitLists(labeled=labeled, unlabeled=unlabeled or None, val=val)
+    return SplitLists(labeled=labeled, unlabeled=unlabeled or None, val=val, files=files)
+
+
+def load_val(split_dir: str | Path) -> SplitLists:
+    """Only the val pairs of ``split_dir`` (all that evaluation reads)."""
+    file = _existing(split_dir) / VAL_FILE
+    return SplitLists(labeled=[], unlabeled=None, val=read_list(file), files={"val": file})
+
+
+def _existing(split_dir: str | Path) -> Path:
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise UserError(f"data.options.split_dir: {split_dir} is not a directory")
+    return split_dir
 
 
 def parse_amount(text: str) -> int | float:

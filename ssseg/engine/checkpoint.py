@@ -1,34 +1,49 @@
 """Checkpoints: model, teacher, contributed modules, plugin state, optimiser, RNG states and iteration, written
-atomically (temporary file, then rename) so an interrupted write leaves the previous one."""
+atomically (temporary file, then rename) so an interrupted write leaves the previous one.
+
+A checkpoint holds only tensors and plain Python values and is read with
+``torch.load(weights_only=True)``, so loading one (perhaps downloaded) can never run code.
+"""
 
 from __future__ import annotations
 
-import os
+import pickle
+import re
+import warnings
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch import Tensor, nn
 
 from ssseg.errors import UserError
+from ssseg.files import link_atomically, write_atomically
 from ssseg.hookspecs import HOOKSPEC_VERSION
+from ssseg.plugin_faults import plugin_failure
+from ssseg.recipe.differences import incompatible_changes
 from ssseg.recipe.structure import unstructure
+from ssseg.run_files import BEST, LAST
 
-LAST, BEST = "last.pt", "best.pt"
-# recipe sections a resumed run may change: schedule length, evaluation and bookkeeping
-RESUMABLE_CHANGES = ("optim.iters", "eval.", "run.")
+REQUIRED_KEYS = ("iteration", "recipe", "student")
+RESUME_KEYS = ("teacher", "plugins", "optimizer", "scaler", "rng", "last_eval", "best", "wall_s")
+# what torch.load(weights_only=True) reads back besides tensors, lists, tuples and dicts
+PLAIN_TYPES = (int, float, bool, complex, str, bytes, type(None), torch.Size, torch.dtype, torch.device)
+SHOWN_KEYS = 3
 
 
 def state_of(trainer) -> dict[str, Any]:
-    """Everything needed to continue the run exactly where it is."""
+    """Everything needed to continue the run exactly where it is, as tensors and plain values
+    (a plugin whose ``state_dict()`` fails or returns anything else is named)."""
     run = trainer.run
-    return {
+    state = {
         "iteration": run.iteration,
         "hookspec_version": HOOKSPEC_VERSION,
         "recipe": unstructure(run.recipe),
         "student": run.student.state_dict(),
         "teacher": run.teacher.state_dict() if run.teacher is not None else None,
         "modules": {name: module.state_dict() for name, module in run.modules.items()},
-        "plugins": {k: p.state_dict() for k, p in run.plugins.items() if hasattr(p, "state_dict")},
+        "plugins": {k: _plugin_state(k, p) for k, p in run.plugins.items() if hasattr(p, "state_dict")},
         "optimizer": run.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
@@ -39,12 +54,44 @@ def state_of(trainer) -> dict[str, Any]:
         "best": trainer.best,
         "wall_s": trainer.wall_s,
     }
+    found = not_plain(state)
+    if found:
+        raise UserError(f"cannot save a checkpoint: {found[0]} is a {found[1]}; a checkpoint holds "
+                        "only tensors and plain Python values (a plugin's after_eval put it in the metrics?)")
+    return state
 
 
-def _replace_atomically(write, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _plugin_state(key: str, plugin: Any) -> Any:
+    try:
+        state = plugin.state_dict()
+    except Exception as err:  # noqa: BLE001 - a bug in the plugin
+        raise plugin_failure(key, "in state_dict() while saving a checkpoint", err,
+                             type(plugin).__module__) from err
+    found = not_plain(state, "state_dict()")
+    if found:
+        raise plugin_failure(key, "in state_dict() while saving a checkpoint", TypeError(
+            f"{found[0]} is a {found[1]}; a checkpoint holds only tensors and plain Python values "
+            "(int, float, bool, str, None, lists, tuples, dicts): convert it, e.g. with "
+            "torch.as_tensor() or float()"), type(plugin).__module__)
+    return state
+
+
+def not_plain(value: Any, where: str = "state") -> tuple[str, str] | None:
+    """(where, type name) of the first value that is not a tensor or plain Python data (which
+    ``torch.load(weights_only=True)`` would refuse), or None."""
+    if isinstance(value, Tensor) or type(value) in PLAIN_TYPES:
+        return None
+    if type(value) in (dict, OrderedDict):
+        items = value.items()
+    elif type(value) in (list, tuple):
+        items = enumerate(value)
+    else:
+        return where, f"{type(value).__module__}.{type(value).__qualname__}"
+    for key, item in items:
+        found = not_plain(item, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
 
 
 class Checkpointer:
@@ -63,58 +110,66 @@ class Checkpointer:
         """Write the trainer's state; with ``best`` also make it ``best.pt``."""
         if not trainer.run.is_main:
             return
-        _replace_atomically(lambda tmp: torch.save(state_of(trainer), tmp), self.last)
+        state = state_of(trainer)
+        write_atomically(self.last, lambda file: torch.save(state, file))
         if best:
-            _replace_atomically(lambda tmp: os.link(self.last, tmp), self.folder / BEST)
+            link_atomically(self.last, self.folder / BEST)
         if self.keep:
             it = trainer.run.iteration
-            _replace_atomically(lambda tmp: os.link(self.last, tmp), self.folder / f"iter_{it:07d}.pt")
+            link_atomically(self.last, self.folder / f"iter_{it:07d}.pt")
             for old in sorted(self.folder.glob("iter_*.pt"))[: -self.keep]:
                 old.unlink()
 
 
 def read(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents; a missing or unreadable file is a user error naming it."""
+    """A checkpoint's contents, loaded with ``torch.load(weights_only=True)``. A missing,
+    unreadable or foreign file, or one that holds Python objects besides tensors and plain values
+    (unpickling them could run code), is a user error naming it."""
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
-
-
-def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Key paths where two unstructured recipes differ (``a.b: saved vs current``)."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        path = f"{prefix}{key}"
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and path != "plugins":
-            out += recipe_differences(a, b, path + ".")
-        elif a != b:
-            out.append(f"{path}: {a!r} in the checkpoint, {b!r} in the recipe")
-    return out
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            raise UserError(f"refusing to load {path}: it holds the Python object {refused[1]} besides "
+                            "tensors and plain values, and unpickling it could run code; ssseg "
+                            "checkpoints hold only tensors and plain values") from None
+        raise UserError(f"cannot read checkpoint {path}: not a torch checkpoint, or a damaged one "
+                        f"({type(err).__name__}: {_load_failure(err)})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not an ssseg checkpoint: it holds a {type(state).__name__}, "
+                        "not a mapping")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise UserError(f"{path} is not an ssseg checkpoint: it has no {', '.join(missing)} "
+                        f"(keys: {', '.join(map(str, list(state)[:SHOWN_KEYS]))}...)")
+    return state
 
 
 def restore(trainer, path: Path) -> None:
     """Continue ``trainer`` from the checkpoint at ``path``. Refuses a checkpoint written by a
     different recipe (only the schedule length, ``eval`` and ``run`` may change)."""
     run, state = trainer.run, read(path)
-    changed = [d for d in recipe_differences(state["recipe"], unstructure(run.recipe))
-               if not d.startswith(RESUMABLE_CHANGES)]
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise UserError(f"cannot resume from {path}: it has no {', '.join(missing)}")
+    changed = incompatible_changes(state["recipe"], unstructure(run.recipe))
     if changed:
         raise UserError(f"{path} was written by a different recipe ({'; '.join(changed[:3])}); "
                         "resume with the recipe it was written with, or start a new --out")
+    load_models(run, state, path)
     try:
-        load_models(run, state, path)
         run.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler") and trainer.scaler.is_enabled():  # fp16 before and now
             trainer.scaler.load_state_dict(state["scaler"])
-        for key, plugin in run.plugins.items():
-            if hasattr(plugin, "load_state_dict"):
-                plugin.load_state_dict(state["plugins"][key])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} does not fit this recipe: {_first_lines(err)}") from None
+    for key, plugin in run.plugins.items():
+        if hasattr(plugin, "load_state_dict"):
+            _restore_plugin(key, plugin, state["plugins"], path)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
@@ -127,27 +182,64 @@ def restore(trainer, path: Path) -> None:
 
 
 def load_weights(run, path: Path) -> int:
-    """Load only the model weights (student and teacher) from a checkpoint, for evaluation;
-    returns the checkpoint's iteration."""
+    """Load only the model weights (student, teacher, contributed modules) from a checkpoint,
+    for evaluation; returns the checkpoint's iteration."""
     state = read(path)
-    try:
-        load_models(run, state, path)
-    except (RuntimeError, KeyError) as err:
-        raise UserError(f"{path} does not fit this recipe's model: {_first_lines(err)}") from None
+    load_models(run, state, path)
     return state["iteration"]
 
 
 def load_models(run, state: dict[str, Any], path: Path) -> None:
     """Load the student, the teacher (when both have one) and every contributed module."""
-    run.student.load_state_dict(state["student"])
+    load_module(run.student, state["student"], "student", path)
     if run.teacher is not None and state.get("teacher") is not None:
-        run.teacher.load_state_dict(state["teacher"])
-    saved = state.get("modules", {})
+        load_module(run.teacher, state["teacher"], "teacher", path)
+    saved = state.get("modules") or {}
     if set(saved) != set(run.modules):
         raise UserError(f"{path} holds the trainable modules {sorted(saved)}, this recipe builds "
                         f"{sorted(run.modules)}; use the recipe the checkpoint was written with")
     for name, module in run.modules.items():
-        module.load_state_dict(saved[name])
+        load_module(module, saved[name], f"module {name!r}", path)
+
+
+def load_module(module: nn.Module, state: Any, name: str, path: Path) -> None:
+    """Load the ``name`` weights of checkpoint ``path`` into ``module``; weights of another
+    model are a short user error (how many tensors are missing, unexpected or reshaped)."""
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path} holds no {name} weights (found {type(state).__name__})")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k, v in own.items() if k in state
+                and getattr(state[k], "shape", None) != v.shape]
+    if missing or unexpected or reshaped:
+        found = [(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                                  ("of another shape", reshaped)) if keys]
+        counts = ", ".join(f"{len(keys)} {what}" for what, keys in found)
+        examples = "; ".join(f"{what}: {', '.join(keys[:SHOWN_KEYS])}" for what, keys in found)
+        raise UserError(f"{path} holds the {name} weights of another model ({counts} of "
+                        f"{len(own)} tensors; {examples}); use the recipe it was trained with "
+                        "(its run folder's recipe.yaml)")
+    module.load_state_dict(state)
+
+
+def _restore_plugin(key: str, plugin: Any, states: dict[str, Any], path: Path) -> None:
+    if key not in states:
+        raise UserError(f"{path} holds no state of plugin {key!r}; resume with the recipe it was "
+                        "written with, or start a new --out")
+    try:
+        plugin.load_state_dict(states[key])
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug in the plugin, or state it cannot take
+        raise plugin_failure(key, f"in load_state_dict() while resuming from {path}", err,
+                             type(plugin).__module__) from err
+
+
+def _load_failure(err: Exception) -> str:
+    """What torch.load stopped at, without its advice about unsafe loading."""
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
+    return detail[1].strip() if detail else _first_lines(err)
 
 
 def _first_lines(err: Exception) -> str:

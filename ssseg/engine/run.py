@@ -76,9 +76,13 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise UserError(f"run.device: {err}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"run.device: {name!r}, but torch sees {torch.cuda.device_count()} CUDA "
+                        "device(s) here; use auto or cpu")
+    return device
 
 
 def param_groups(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -127,10 +131,11 @@ def build_plugins(recipe: Recipe) -> dict[str, Any]:
     return plugins
 
 
-def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
+def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> Run:
     """Build data, student, contributed modules, optimiser and plugins, calling the build hooks
     in order: ``build_modules``, ``setup``, ``build_teacher``, ``pseudo_label_source``,
-    ``request_features``."""
+    ``request_features``. ``needs``: the datasets to build (``train``, ``val`` to evaluate,
+    ``classes`` to predict)."""
     rank, world = rank_and_world()
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
@@ -138,7 +143,7 @@ def build_run(recipe: Recipe, out_dir: Path | None = None) -> Run:
     plugins = build_plugins(recipe)
     pm = register_plugins(plugins.values())
     torch.manual_seed(recipe.seed)
-    data = build_data(recipe.data)
+    data = build_data(recipe.data, needs)
     student = place(build_model(recipe.model, data.num_classes), recipe, device, world)
     run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
               plugins=plugins, pm=pm, rank=rank, world_size=world)

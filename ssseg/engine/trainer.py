@@ -24,6 +24,7 @@ from ssseg.engine.forward import LABELED, WEAK, ForwardBatch
 from ssseg.engine.types import (AugmentationPlan, Features, LabeledBatch, LossTerm, Pseudo, StepContext,
                                 StudentOutputs, UnlabeledBatch, ViewInput)
 from ssseg.errors import UserError
+from ssseg.files import append_line
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
@@ -102,10 +103,10 @@ class Trainer:
         self.model = compiled(self.model, r.run.compile)
         self.scaler = grad_scaler(run.device, r.run.precision)
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
-        n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled)
+        n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled or ())
         batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
         self.iters_per_epoch = n_epoch_items // (batch * run.world_size)
-        if self.iters_per_epoch == 0:
+        if self.iters_per_epoch == 0 and run.data.labeled is not None:  # None: built to evaluate
             raise UserError(f"data: {n_epoch_items} {'unlabeled' if self.unsupervised else 'labeled'} "
                             f"images are fewer than one batch of {batch} per process")
         self.generator = torch.Generator().manual_seed(r.seed * 1000 + run.rank + 1)
@@ -386,8 +387,7 @@ class Trainer:
     def write_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
         if self.run.out_dir is not None and self.run.is_main:
-            with open(self.run.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record, allow_nan=True) + "\n")
+            append_line(self.run.out_dir / "metrics.jsonl", json.dumps(record, allow_nan=True))
 
     def headline(self, metrics: dict[str, Any]) -> float:
         """The number ``best.pt`` tracks: the teacher's mIoU when evaluated, else the student's."""

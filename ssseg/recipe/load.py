@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,20 @@ from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``1e-3`` is a number (1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely, reading exponent numbers without a dot (``1e-3``) as floats."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; syntax errors name the file and line."""
     try:
@@ -19,7 +34,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError("", f"cannot read recipe: {err.strerror}", str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
@@ -76,7 +91,7 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError("", f"override {text!r} is not of the form key.path=value "
                               "(for example optim.iters=50)", "-o")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = load_yaml(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
     for part in reversed(key.split(".")):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ssseg.recipe.validators import in_range, ordered_pair, positive
+from ssseg.recipe.validators import image_side, in_range, ordered_pair, positive
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,7 +49,7 @@ class DataConfig:
     dataset: str = "embedded"
     root: str | None = None
     split: str = "all"
-    crop: int = attrs.field(default=64, validator=positive)
+    crop: int = attrs.field(default=64, validator=image_side)
     scale: tuple[float, float] = attrs.field(default=(0.5, 2.0), validator=ordered_pair)
     flip: bool = True
     batch_labeled: int = attrs.field(default=8, validator=positive)
@@ -91,8 +91,8 @@ class EvalConfig:
 
     every: int = attrs.field(default=500, validator=positive)
     mode: Literal["whole", "sliding"] = "whole"
-    window: int | None = attrs.field(default=None, validator=positive)
-    stride: int | None = attrs.field(default=None, validator=positive)
+    window: int | None = attrs.field(default=None, validator=image_side)
+    stride: int | None = attrs.field(default=None, validator=image_side)
     window_batch: int | None = attrs.field(default=None, validator=positive)
     max_images: int | None = attrs.field(default=None, validator=positive)
 

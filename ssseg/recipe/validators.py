@@ -44,3 +44,18 @@ def ordered_pair(_inst: Any, attribute: Any, value: Any) -> None:
     """Validator: a (low, high) pair with 0 < low <= high."""
     if value is not None and not 0 < value[0] <= value[1]:
         _fail(attribute, f"{list(value)!r} must be [low, high] with 0 < low <= high")
+
+
+MAX_SIDE = 4096  # pixels: larger crops and windows do not fit in any accelerator's memory
+
+
+def image_side(_inst: Any, attribute: Any, value: Any) -> None:
+    """Validator: a crop or window side in pixels, in [1, MAX_SIDE] (None passes)."""
+    if value is None:
+        return
+    positive(_inst, attribute, value)
+    if value > MAX_SIDE:
+        gib = value * value * 3 * 4 / 2**30
+        _fail(attribute, f"{value} is out of range; valid: [1, {MAX_SIDE}] pixels: it is the side of "
+                         f"a square view, and one RGB float image of {value}×{value} alone takes "
+                         f"{gib:,.0f} GiB")

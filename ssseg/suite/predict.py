@@ -53,14 +53,16 @@ def read_image(path: Path) -> Tensor:
         raise UserError(f"cannot read image {path}: {err}") from None
 
 
-def load_model(recipe: Recipe, checkpoint: Path, model: str = "student") -> tuple[Run, torch.nn.Module]:
-    """Build the recipe's run, load the checkpoint's weights, and return the run with the module
-    ``model`` (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
+def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
+               needs: str = "classes") -> tuple[Run, torch.nn.Module]:
+    """Build the recipe's run (with the data ``needs`` names: none by default, ``val`` for the
+    val set), load the checkpoint's weights, and return the run with the module ``model``
+    (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
     from ssseg.engine.checkpoint import load_weights
     from ssseg.engine.run import build_run
     from ssseg.engine.trainer import evaluated_models
 
-    run = build_run(recipe)
+    run = build_run(recipe, needs=needs)
     load_weights(run, checkpoint)
     models = evaluated_models(run)
     if model not in models:
@@ -127,7 +129,7 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
             continue
         run_dir = results.run_dir(variant, min(results.evals[variant]))
         recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
-        run, module = load_model(recipe, run_dir / "last.pt")
+        run, module = load_model(recipe, run_dir / "last.pt", needs="val")
         samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
         if not columns:
             columns["image"] = [to_pil(s["image"]) for s in samples]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import attrs
 
 from ssseg.errors import UserError
+from ssseg.files import write_text
 from ssseg.recipe.load import build_recipe, dump_recipe, read_yaml
 from ssseg.recipe.schema import Recipe
 from ssseg.suite.spec import Job, LoadedSuite
@@ -26,16 +27,18 @@ LOG = "train.log"
 
 def read_records(run_dir: Path, event: str) -> list[dict[str, Any]]:
     """The ``event`` records of a run's metrics.jsonl by iteration; a record repeated by a resumed
-    run (it restarts at its last checkpoint) keeps its latest copy."""
+    run keeps its latest copy, and a line a kill cut short is skipped."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
     records = {}
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             record = json.loads(line)
-            if record.get("event") == event:
-                records[record["iteration"]] = record
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            records[record["iteration"]] = record
     return [records[i] for i in sorted(records)]
 
 
@@ -80,7 +83,7 @@ def run_job(job: Job, run_dir: Path, threads: int | None) -> int:
     resume = (run_dir / "last.pt").exists()
     if not resume:  # a run that died before its first checkpoint starts over
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(job.recipe))
+    write_text(run_dir / "recipe.yaml", dump_recipe(job.recipe))
     with open(run_dir / LOG, "a") as log:
         log.write(f"$ {' '.join(train_command(run_dir, threads, resume))}\n")
         log.flush()
