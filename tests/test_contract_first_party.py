@@ -16,6 +16,9 @@ COMPANIONS = {
     "mean_teacher": {"compose_with": {"fixmatch": {}, "confidence_threshold": {}}},
     "imas_weighting": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_hardness": {}}},
     "imas_augmentation": {"compose_with": {"mean_teacher": {}, "imas_hardness": {}}},
+    "cps": {"compose_with": {}},
+    # the kit's 2 iterations fall in U2PL's supervised warm start unless it is 0 epochs long
+    "u2pl": {"config": {"sup_only_epochs": 0}, "compose_with": {"mean_teacher": {}}},
 }
 FIRST_PARTY = sorted((ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.dist.name == FIRST_PARTY_DIST),
                      key=lambda ep: ep.name)
