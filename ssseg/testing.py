@@ -446,6 +446,8 @@ def _outcome(trainer: Trainer, out: Path, key: str) -> _Outcome:
     losses = {r["iteration"]: {k: v for k, v in r.items() if k.startswith("loss")}
               for r in records if r["event"] == "train"}
     weights = _flatten("student", run.student)
+    for name, module in run.modules.items():
+        weights |= _flatten(f"modules.{name}", module)
     if run.teacher is not None:
         weights |= _flatten("teacher", run.teacher)
     return _Outcome(losses, weights, plugin_state(run.plugins[key]))
