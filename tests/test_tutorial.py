@@ -60,3 +60,8 @@ def test_yaml_blocks_are_valid_recipes_and_suites(tutorial, tmp_path):
 def test_toml_blocks_parse():
     for code in blocks("toml"):
         assert tomllib.loads(code)
+
+
+def test_the_second_example_keeps_the_contract(tutorial, tmp_path):
+    from ssseg.testing import check_plugin
+    check_plugin(tutorial.AuxiliaryDecoder, workdir=tmp_path, **tutorial.AUX_CONTRACT)
