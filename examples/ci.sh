@@ -9,19 +9,17 @@ tmp=$(mktemp -d)
 trap 'pip uninstall -q -y ssseg-ci-probe >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 install() { pip install -q --no-deps --no-build-isolation -e "$1"; }
 
-install examples/adaptive_threshold
-ssseg plugins | grep -E '^adaptive_threshold +ssseg-adaptive-threshold '
-python -m pytest -q -p no:cacheprovider examples/adaptive_threshold/tests
-ssseg train examples/adaptive_threshold/recipe.yaml --out "$tmp/adaptive" \
-    -o optim.iters=2 -o eval.every=2 -o eval.max_images=4 -o run.log_every=1
-grep -q '"adaptive_threshold/tau"' "$tmp/adaptive/metrics.jsonl"
-
-install examples/feature_distillation
-ssseg plugins | grep -E '^feature_distillation +ssseg-feature-distillation '
-python -m pytest -q -p no:cacheprovider examples/feature_distillation/tests
-ssseg train examples/feature_distillation/recipe.yaml --out "$tmp/distillation" \
-    -o optim.iters=2 -o eval.every=2 -o eval.max_images=4 -o run.log_every=1
-grep -q '"fd"' "$tmp/distillation/metrics.jsonl"
+# check_example DIR PLUGIN DISTRIBUTION LOGGED_KEY: install, list, test, train 2 iterations
+check_example() {
+    install "examples/$1"
+    ssseg plugins | grep -E "^$2 +$3 "
+    python -m pytest -q -p no:cacheprovider "examples/$1/tests"
+    ssseg train "examples/$1/recipe.yaml" --out "$tmp/$1" \
+        -o optim.iters=2 -o eval.every=2 -o eval.max_images=4 -o run.log_every=1
+    grep -q "\"$4\"" "$tmp/$1/metrics.jsonl"
+}
+check_example adaptive_threshold adaptive_threshold ssseg-adaptive-threshold adaptive_threshold/tau
+check_example feature_distillation feature_distillation ssseg-feature-distillation fd
 
 ssseg new-plugin ci-probe --dir "$tmp/ci-probe"
 install "$tmp/ci-probe"
