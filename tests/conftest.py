@@ -28,6 +28,14 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with use: "recorder:..."
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` without a CUDA device."""
+    if not torch.cuda.is_available():
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
 @pytest.fixture
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""
