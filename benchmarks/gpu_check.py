@@ -19,7 +19,8 @@ the rest still run:
 
 Writes ``gpu_check.md`` (one table) and ``gpu_check.json`` into ``--out``. Without CUDA (and
 without ``--quick``) it exits with status 2 and one line. ``--quick`` runs the same code at toy
-sizes on the CPU (gloo for DDP, compile with ``aot_eager``); ``tests/test_gpu_check.py`` runs it.
+sizes on the CPU (gloo for DDP; the fp16 and compile steps, whose trainer paths
+``tests/test_precision.py`` covers, left out); ``tests/test_gpu_check.py`` runs it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -54,9 +54,11 @@ NUMERICS = {
     "fp32": [], "bf16": ["run.precision=bf16"], "fp16 + scaler": ["run.precision=fp16"],
     "fp32 channels_last": ["run.channels_last=true"],
     "bf16 channels_last": ["run.precision=bf16", "run.channels_last=true"],
-    "bf16 compile": ["run.precision=bf16", "run.compile={backend}"],
+    "bf16 compile": ["run.precision=bf16", "run.compile=inductor"],
 }
-QUICK_PAPER = {"iMAS VOC (R101, 513)": tuple(NUMERICS), "UniMatch VOC (R101, 513)": ("fp32",)}
+# --quick: the loop is the same for every option; the options' own trainer paths (fp16 and its
+# scaler, compile) are tested on the CPU by tests/test_precision.py and cost minutes here
+QUICK_PAPER = {"iMAS VOC (R101, 513)": ("fp32", "bf16 channels_last"), "UniMatch VOC (R101, 513)": ("fp32",)}
 
 
 class OutOfTime(Exception):
@@ -131,26 +133,42 @@ class Check:
         return times
 
 
+class Outcomes:
+    """A pytest plugin counting the outcomes of an in-process run."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+        self.failed: list[str] = []
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            self.counts[report.outcome] = self.counts.get(report.outcome, 0) + 1
+            if report.failed:
+                self.failed.append(report.nodeid)
+
+
 def cuda_tests(check: Check) -> None:
-    files = ["tests/test_cuda.py"] if check.quick else ["tests"]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider",
-                           *files], capture_output=True, text=True, cwd=HERE.parent)
-    summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
-    check.add("cuda_tests", "pytest -m cuda", result=summary, exit_status=proc.returncode,
-              failures=[line for line in proc.stdout.splitlines() if line.startswith("FAILED")])
-    if proc.returncode not in (0, 5) and not (check.quick and "skipped" in summary):
-        raise RuntimeError(f"pytest -m cuda: {summary}")
+    """``pytest -m cuda`` in this process (torch is already imported here)."""
+    import pytest
+
+    threads, outcomes = torch.get_num_threads(), Outcomes()
+    files = [HERE.parent / "tests" / ("test_cuda.py" if check.quick else "")]
+    status = pytest.main(["-q", "-m", "cuda", "-p", "no:cacheprovider", *map(str, files)], plugins=[outcomes])
+    torch.set_num_threads(threads)  # tests/conftest.py sets one thread
+    check.add("cuda_tests", "pytest -m cuda", exit_status=int(status), **outcomes.counts, failed=outcomes.failed)
+    if status not in (0, 5):
+        raise RuntimeError(f"pytest -m cuda: {outcomes.counts}, failed: {', '.join(outcomes.failed)}")
 
 
 def paper_steps(check: Check) -> None:
-    backend = "aot_eager" if check.quick else "inductor"
-    for name, recipe in PAPER.items():
-        for option, extra in NUMERICS.items():
+    """Option by option (compile, the slowest to start, last), every paper recipe."""
+    for option, extra in NUMERICS.items():
+        for name, recipe in PAPER.items():
             if check.quick and option not in QUICK_PAPER.get(name, ()):
                 continue
             check.reset_peak()
             try:
-                trainer = check.trainer(recipe, [e.format(backend=backend) for e in extra])
+                trainer = check.trainer(recipe, extra)
                 images = trainer.run.recipe.data.batch_labeled + trainer.run.recipe.data.batch_unlabeled
                 times = check.time_steps(trainer, warmup=("compile" in option) + (not check.quick),
                                          steps=1 if check.quick else 3)
@@ -169,7 +187,8 @@ def overhead(check: Check) -> None:
     import overhead as bench
 
     for method in ("mt_fixmatch", "imas"):
-        toy = ["data.options={train: 200, val: 3}"] if check.quick else []
+        toy = ["data.options={train: 200, val: 3}", "data.batch_labeled=2", "data.batch_unlabeled=2"]
+        toy = toy if check.quick else []
         result = bench.compare(method, steps=1 if check.quick else 50, warmup=1 if check.quick else 5,
                                overrides=[f"run.device={check.device}"] + toy)
         for clock in ("wall", "cpu"):
@@ -180,8 +199,11 @@ def overhead(check: Check) -> None:
 def photometric(check: Check) -> None:
     import photometric_throughput as bench
 
-    sizes, batch, repeats = ([32], 2, 1) if check.quick else ([513, 769], 8, 5)
-    for device in dict.fromkeys([check.device, torch.device("cpu")]):
+    batch = 2 if check.quick else 8
+    runs = [(check.device, [32] if check.quick else [513, 769], 1 if check.quick else 5)]
+    if not check.quick:  # the CPU reference (PIL, float and uint8 paths) at 513² only
+        runs.append((torch.device("cpu"), [513], 2))
+    for device, sizes, repeats in runs:
         for size in sizes:
             for name, rate in bench.bench_size(size, batch, repeats, device).items():
                 check.add("photometric", f"{device.type} {size}² batch {batch}: {name}", images_per_s=round(rate, 1))
@@ -260,7 +282,7 @@ def ddp(check: Check) -> None:
 
 def largest_batch(check: Check) -> None:
     """Double the iMAS VOC batch until a step runs out of memory, then bisect."""
-    recipe, cap = PAPER["iMAS VOC (R101, 513)"], (2 if check.quick else 256)
+    recipe, cap = PAPER["iMAS VOC (R101, 513)"], (1 if check.quick else 256)
 
     def fits(b: int) -> bool:
         check.reset_peak()
@@ -284,8 +306,8 @@ def largest_batch(check: Check) -> None:
 
 
 SECTIONS = {  # name -> (function, budget in seconds on the GPU)
-    "cuda_tests": (cuda_tests, 60), "paper_steps": (paper_steps, 170), "overhead": (overhead, 45),
-    "photometric": (photometric, 30), "sliding_eval": (sliding_eval, 30), "ddp": (ddp, 25),
+    "cuda_tests": (cuda_tests, 60), "paper_steps": (paper_steps, 160), "overhead": (overhead, 45),
+    "photometric": (photometric, 40), "sliding_eval": (sliding_eval, 30), "ddp": (ddp, 25),
     "largest_batch": (largest_batch, 90),
 }
 
@@ -320,7 +342,7 @@ def main() -> int:
     check = Check(args.quick)
     torch.set_num_threads(1 if args.quick else torch.get_num_threads())
     started = time.perf_counter()
-    status = {}
+    status, seconds_taken = {}, {}
     for name in args.sections:
         function, seconds = SECTIONS[name]
         start = time.perf_counter()
@@ -331,10 +353,11 @@ def main() -> int:
         except Exception as err:  # the section's error is recorded and the next one runs
             status[name] = one_line(err)
             check.add(name, "error", error=one_line(err), where=traceback.format_exc().splitlines()[-3].strip())
-        print(f"{name}: {status[name]} ({time.perf_counter() - start:.1f} s)", flush=True)
+        seconds_taken[name] = round(time.perf_counter() - start, 1)
+        print(f"{name}: {status[name]} ({seconds_taken[name]} s)", flush=True)
     machine = torch.cuda.get_device_name() if check.device.type == "cuda" else "CPU (--quick)"
     report = {"machine": machine, "torch": torch.__version__, "quick": args.quick, "sections": status,
-              "wall_s": round(time.perf_counter() - started, 1), "rows": check.rows}
+              "section_s": seconds_taken, "wall_s": round(time.perf_counter() - started, 1), "rows": check.rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     (args.out / "gpu_check.md").write_text(f"{machine}, torch {torch.__version__}, {report['wall_s']} s\n\n"
