@@ -19,13 +19,13 @@ def quantize(images: Tensor) -> Tensor:
     return torch.from_numpy(images.mul(255.0).add_(0.5).numpy().astype(np.uint8))
 
 
-def ramp(rows: int, device: torch.device | None = None) -> Tensor:
+def ramp(rows: int) -> Tensor:
     """Every level once, as a float image ``[rows, 1, 1, 256]`` in [0, 1]: a point op applied to it
     gives the op's table."""
-    return (torch.arange(256, dtype=torch.float32, device=device) / 255.0).expand(rows, 1, 1, 256)
+    return (torch.arange(256, dtype=torch.float32) / 255.0).expand(rows, 1, 1, 256)
 
 
-def planes(levels: Tensor, channels: int) -> np.ndarray:
+def _planes(levels: Tensor, channels: int) -> np.ndarray:
     """``levels [N, C, H, W]`` as a numpy view ``[N, channels, -1]`` (``channels`` is C or 1)."""
     return levels.contiguous().numpy().reshape(levels.shape[0], channels, -1)
 
@@ -41,7 +41,7 @@ def apply_tables(levels: Tensor, tables: Tensor) -> Tensor:
     uint8 ``[N, C, 256]`` (one per channel) or ``[N, 1, 256]`` (one for all channels)."""
     out = torch.empty(levels.shape, dtype=torch.uint8)
     channels = tables.shape[1]
-    src, dst, table = planes(levels, channels), planes(out, channels), tables.contiguous().numpy()
+    src, dst, table = _planes(levels, channels), _planes(out, channels), tables.contiguous().numpy()
     for index in np.ndindex(table.shape[:2]):
         np.take(table[index], src[index], out=dst[index])
     return out
