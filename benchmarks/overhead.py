@@ -57,8 +57,8 @@ class PlainLoop:
         self.num_classes = run.data.num_classes
         self.net = copy.deepcopy(run.student.net)          # the same initial weights
         self.teacher = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.mean = torch.tensor(r.model.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(r.model.std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(r.model.mean, device=run.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(r.model.std, device=run.device).view(1, 3, 1, 1)
         encoder = list(self.net.encoder.parameters())
         ids = {id(p) for p in encoder}
         head = [p for p in self.net.parameters() if id(p) not in ids]
@@ -151,20 +151,13 @@ def build(method: str, overrides: list[str], out_dir: Path):
     return run, trainer, plain
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=sorted(RECIPES), default="mt_fixmatch")
-    p.add_argument("--steps", type=int, default=300, help="timed steps of each loop")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("-o", "--override", action="append", default=[])
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    total = args.warmup + args.steps
+def compare(method: str, steps: int, warmup: int, overrides: list[str]) -> dict[str, float]:
+    """Run both loops ``warmup + steps`` steps, interleaved on the same batches; return the largest
+    relative loss difference and, per clock, both median step times (ms) and their ratio."""
+    total = warmup + steps
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"optim.iters={total + 1}", f"eval.every={total + 1}", "eval.max_images=1",
-                     f"run.threads={args.threads}"] + args.override
-        run, trainer, plain = build(args.method, overrides, Path(tmp))
+        overrides = [f"optim.iters={total + 1}", f"eval.every={total + 1}", "eval.max_images=1"] + overrides
+        run, trainer, plain = build(method, overrides, Path(tmp))
         source = trainer.batches()
         batches = [next(source) for _ in range(total)]
         times = {"ssseg": [], "plain": []}  # wall seconds
@@ -192,20 +185,38 @@ def main() -> None:
 
         trainer.batches = interleaved
         trainer.train()
-    pairs = list(zip(losses["ssseg"], losses["plain"]))
-    rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in pairs]
+    rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["ssseg"], losses["plain"])]
+    result = {"steps": steps, "max_loss_rel_diff": max(rel)}
+    for clock, series in (("wall", times), ("cpu", cpu)):
+        a, b = (statistics.median(series[k][warmup:]) for k in ("ssseg", "plain"))
+        result |= {f"{clock}_ssseg_ms": round(a * 1000, 2), f"{clock}_plain_ms": round(b * 1000, 2),
+                   f"{clock}_ratio": round(a / b, 3), f"{clock}_step_ratios": [
+                       x / y for x, y in zip(series["ssseg"][warmup:], series["plain"][warmup:])]}
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", choices=sorted(RECIPES), default="mt_fixmatch")
+    p.add_argument("--steps", type=int, default=300, help="timed steps of each loop")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("-o", "--override", action="append", default=[])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    result = compare(args.method, args.steps, args.warmup, [f"run.threads={args.threads}"] + args.override)
     print(f"method {args.method}; {args.steps} timed steps after {args.warmup}, {args.threads} thread(s)")
-    print(f"loss agreement over all {len(rel)} steps: max relative |Δ| {max(rel):.1e}")
-    if max(rel) > 1e-6:
+    print(f"loss agreement over all {args.warmup + args.steps} steps: max relative |Δ| "
+          f"{result['max_loss_rel_diff']:.1e}")
+    if result["max_loss_rel_diff"] > 1e-6:
         raise SystemExit("the two loops disagree: not the same algorithm, no timing reported")
     print("| clock | ssseg median ms/step | plain median ms/step | ratio of medians | "
           "median of per-step ratios (quartiles) |\n|---|---|---|---|---|")
-    for clock, series in (("wall", times), ("thread CPU", cpu)):
-        a, b = (series[k][args.warmup:] for k in ("ssseg", "plain"))
-        ratios = sorted(x / y for x, y in zip(a, b))
+    for clock, name in (("wall", "wall"), ("cpu", "thread CPU")):
+        ratios = sorted(result[f"{clock}_step_ratios"])
         q = len(ratios) // 4
-        print(f"| {clock} | {statistics.median(a) * 1000:.2f} | {statistics.median(b) * 1000:.2f} | "
-              f"{statistics.median(a) / statistics.median(b):.3f} | {statistics.median(ratios):.3f} "
+        print(f"| {name} | {result[f'{clock}_ssseg_ms']:.2f} | {result[f'{clock}_plain_ms']:.2f} | "
+              f"{result[f'{clock}_ratio']:.3f} | {statistics.median(ratios):.3f} "
               f"({ratios[q]:.3f}-{ratios[3 * q]:.3f}) |")
 
 

@@ -33,6 +33,14 @@ def pytest_configure(config):
                                        "-m 'not slow' skips them")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` without a CUDA device."""
+    if not torch.cuda.is_available():
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
 @pytest.fixture
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""

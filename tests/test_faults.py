@@ -20,7 +20,7 @@ from conftest import tiny_recipe_dict
 from disk_faults import fail_writes
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import NonFiniteLoss, Trainer
+from ssseg.engine.trainer import NonFiniteLoss, Stopped, Trainer
 from ssseg.files import WriteError
 
 TESTS = Path(__file__).parent
@@ -172,3 +172,41 @@ def test_nan_loss_can_skip_the_step(tiny):
     trainer.train()
     assert trainer.skipped_steps == 1 and trainer.run.iteration == 3
     assert all(torch.isfinite(p).all() for p in trainer.run.student.parameters())
+
+
+
+def peer_rank_trainer(monkeypatch, tiny, peer_flags):
+    """A trainer in a simulated 2-rank group whose peer all-reduces ``peer_flags`` (non-finite,
+    stop) from iteration 1 on; returns it and the list of what this rank put into each all-reduce."""
+    trainer = Trainer(build_run(tiny({"optim": {"iters": 3}, "eval": {"every": 3},
+                                      "run": {"on_nonfinite": "skip"}})))
+    reduced = []
+
+    def all_reduce(tensor):
+        reduced.append(tensor.tolist())
+        if trainer.run.iteration >= 1:
+            tensor.add_(torch.tensor(peer_flags))
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    return trainer, reduced
+
+
+def test_a_stop_signal_on_a_peer_rank_stops_this_one_with_one_all_reduce_a_step(monkeypatch, tiny):
+    trainer, reduced = peer_rank_trainer(monkeypatch, tiny, (0.0, 1.0))
+    with pytest.raises(Stopped, match="stopped at iteration 2"):
+        trainer.train()
+    assert reduced == [[0.0, 0.0], [0.0, 0.0]]  # (non-finite, stop) of steps 0 and 1
+
+
+def test_a_non_finite_loss_on_a_peer_rank_skips_the_step_here_too(monkeypatch, tiny):
+    trainer, reduced = peer_rank_trainer(monkeypatch, tiny, (1.0, 0.0))
+    batches = trainer.batches()
+    logs = []
+    for _ in range(3):
+        logs.append(trainer.step(*next(batches)))
+        trainer.run.iteration += 1
+    assert ["skipped" in entry for entry in logs] == [False, True, True]
+    assert reduced == [[0.0, 0.0]] * 3 and not trainer.stop_agreed

@@ -6,6 +6,7 @@ blend or LUT to uint8 (autocontrast, brightness); 1.5 levels where PIL also roun
 or smoothing image to uint8 first (contrast, color, sharpness); 3 levels for the blur (PIL rounds to
 uint8 after each of its six box passes); hue is exact against torchvision and within 16 levels of
 PIL, which stores H, S and V in 8 bits each and shifts H by a truncated ``uint8(shift * 255)``.
+On a CPU, equalize, posterize and solarize run on uint8 levels, within half a level of the float op.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ PIL_REFERENCE = {
     "hue": (_pil_hue, st.floats(-0.5, 0.5), 16.0),
 }
 ROUND_OFF = 1e-3  # levels
+ON_LEVELS = [name for name in OP_NAMES if P._OPS[name].table or P._OPS[name].levels]
 
 small_images = arrays(np.uint8, st.tuples(st.integers(3, 12), st.integers(3, 12), st.just(3)))
 
@@ -60,7 +62,9 @@ def _to_levels(images: torch.Tensor) -> np.ndarray:
 
 
 def _random_images(batch: int, height: int = 17, width: int = 23, seed: int = 0) -> torch.Tensor:
-    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    """Random images on the 256 levels, as decoded images are."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(256, (batch, 3, height, width), generator=generator).float() / 255.0
 
 
 def test_reference_covers_all_twelve_ops():
@@ -77,6 +81,38 @@ def test_op_matches_pil(name, image, data):
     batch = _to_tensor([image])
     actual = _to_levels(P._OPS[name].apply(batch, torch.tensor([param])))
     assert np.abs(actual - expected).max() <= tolerance + ROUND_OFF
+
+
+def test_the_lookup_table_ops_measured_faster_run_on_levels():
+    assert ON_LEVELS == ["equalize", "posterize", "solarize"]
+
+
+@pytest.mark.parametrize("name", ON_LEVELS)
+@settings(max_examples=30, deadline=None)
+@given(image=small_images, weight=st.floats(0.0, 1.0), data=st.data())
+def test_op_on_levels_is_the_float_op_rounded(name, image, weight, data):
+    param = torch.tensor([weight if name == "equalize" else data.draw(PIL_REFERENCE[name][1])])
+    batch = _to_tensor([image])
+    actual = P._OPS[name].on_levels(batch, param) * 255.0
+    expected = P._OPS[name].apply(batch, param) * 255.0
+    assert torch.equal(actual, actual.round()) and (actual - expected).abs().max() <= 0.5 + ROUND_OFF
+
+
+@pytest.mark.parametrize("sampler", [sample_imas_plan, sample_fixmatch_plan])
+def test_plan_on_levels_is_within_half_a_level_of_the_float_path(sampler):
+    images = _random_images(64, seed=15)
+    plan = sampler(64, torch.Generator().manual_seed(15))
+    difference = (apply_plan(images, plan, on_levels=True) - apply_plan(images, plan, on_levels=False)) * 255
+    assert difference.abs().max() <= 0.5 + ROUND_OFF
+
+
+def test_the_cpu_takes_the_levels_path():
+    images = _random_images(4, seed=16)
+    plan = PhotometricPlan(ops=torch.full((4, 1), op_id("equalize")), params=torch.full((4, 1), 0.5))
+    out = apply_plan(images, plan)
+    assert torch.equal(out, apply_plan(images, plan, on_levels=True))
+    assert torch.equal(out * 255, (out * 255).round())  # equalize at weight 0.5, rounded to levels
+    assert not torch.equal(out, apply_plan(images, plan, on_levels=False))
 
 
 @settings(max_examples=30, deadline=None)
@@ -150,26 +186,30 @@ def test_fixmatch_plan_probabilities_and_ranges():
     assert plan.params[blurred, 5].min() >= 0.1 and plan.params[blurred, 5].max() <= 2.0
 
 
+@pytest.mark.parametrize("on_levels", [False, True])
 @pytest.mark.parametrize("sampler", [sample_imas_plan, sample_fixmatch_plan])
-def test_batched_plan_equals_per_sample_chain(sampler):
+def test_batched_plan_equals_per_sample_chain(sampler, on_levels):
     images = _random_images(24, seed=6)
     plan = sampler(24, torch.Generator().manual_seed(6))
-    out = apply_plan(images, plan)
+    out = apply_plan(images, plan, on_levels)
     for i in range(24):
         expected = images[i : i + 1]
         for op, param in zip(plan.ops[i].tolist(), plan.params[i].tolist()):
-            expected = P._OP_LIST[op].apply(expected, torch.tensor([param]))
+            spec = P._OP_LIST[op]
+            apply = spec.on_levels if on_levels and OP_NAMES[op] in ON_LEVELS else spec.apply
+            expected = apply(expected, torch.tensor([param]))
         torch.testing.assert_close(out[i : i + 1], expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("on_levels", [False, True])
 @pytest.mark.parametrize("sampler", [sample_imas_plan, sample_fixmatch_plan])
-def test_samples_are_independent_of_the_batch(sampler):
+def test_samples_are_independent_of_the_batch(sampler, on_levels):
     images = _random_images(16, seed=7)
     plan = sampler(16, torch.Generator().manual_seed(7))
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(8))
     permuted = PhotometricPlan(ops=plan.ops[perm], params=plan.params[perm])
-    expected = apply_plan(images, plan)[perm]
-    torch.testing.assert_close(apply_plan(images[perm], permuted), expected, atol=1e-6, rtol=0)
+    expected = apply_plan(images, plan, on_levels)[perm]
+    torch.testing.assert_close(apply_plan(images[perm], permuted, on_levels), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("sampler", [sample_imas_plan, sample_fixmatch_plan])
@@ -189,10 +229,10 @@ def test_blend_endpoints_and_per_sample_weights():
     torch.testing.assert_close(mixed[1], 0.25 * strong[1] + 0.75 * weak[1])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     images = _random_images(16, seed=13)
     generator = torch.Generator().manual_seed(14)
     for plan in (sample_imas_plan(16, generator), sample_fixmatch_plan(16, generator)):
-        on_gpu = apply_plan(images.cuda(), plan).cpu()
-        torch.testing.assert_close(on_gpu, apply_plan(images, plan), atol=1e-5, rtol=0)
+        on_gpu = apply_plan(images.cuda(), plan).cpu()  # the float path
+        torch.testing.assert_close(on_gpu, apply_plan(images, plan, on_levels=False), atol=1e-5, rtol=0)

@@ -4,6 +4,8 @@ Images are float ``[B, 3, H, W]`` in [0, 1]. Every op reproduces the PIL operati
 code applies per image (see ``docs/augmentation.md``); here each sample carries its own op and
 parameter, drawn as tensors from an explicit ``torch.Generator`` and applied without any loop over
 the batch: per op slot, the samples that share an op id are gathered and transformed together.
+On a CPU, ``apply_plan`` runs the lookup-table ops that a benchmark measured faster that way
+(equalize, posterize, solarize) on uint8 levels (``ssseg.augment.levels``), as PIL does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ssseg.augment.levels import apply_tables, histograms, quantize, ramp
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2 luma)
 _BLUR_PASSES = 3  # PIL's GaussianBlur = 3 extended box blurs per axis
@@ -70,13 +74,23 @@ def equalize(images: Tensor, weight: Tensor) -> Tensor:
     levels = _to_levels(images).long().reshape(n * c, h * w)
     rows = torch.arange(n * c, device=images.device).unsqueeze(1)
     hist = torch.bincount((levels + rows * 256).reshape(-1), minlength=n * c * 256).view(n * c, 256)
-    last_used = 255 - (hist > 0).flip(1).int().argmax(dim=1, keepdim=True)
-    step = (hist.sum(dim=1, keepdim=True) - hist.gather(1, last_used)) // 256
-    before = hist.cumsum(dim=1) - hist
-    lut = ((step // 2 + before) // step.clamp(min=1)).clamp(max=255)
-    lut = torch.where(step > 0, lut, torch.arange(256, device=images.device)).to(images.dtype) / 255.0
+    lut = _equalizing_tables(hist).to(images.dtype) / 255.0
     equalized = lut.gather(1, levels).view(n, c, h, w)
     return torch.lerp(images, equalized, _per_sample(weight, images))
+
+
+def _equalize_table(levels: Tensor, weight: Tensor) -> Tensor:
+    equalized = _equalizing_tables(histograms(levels)).float() / 255.0
+    return torch.lerp(ramp(len(levels)).flatten(2), equalized, weight.view(-1, 1, 1))
+
+
+def _equalizing_tables(hist: Tensor) -> Tensor:
+    """PIL's equalize tables (levels, int64 ``[..., 256]``) from histograms ``[..., 256]``."""
+    last_used = 255 - (hist > 0).flip(-1).int().argmax(dim=-1, keepdim=True)
+    step = (hist.sum(dim=-1, keepdim=True) - hist.gather(-1, last_used)) // 256
+    before = hist.cumsum(dim=-1) - hist
+    lut = ((step // 2 + before) // step.clamp(min=1)).clamp(max=255)
+    return torch.where(step > 0, lut, torch.arange(256, device=hist.device))
 
 
 def invert(images: Tensor, weight: Tensor) -> Tensor:
@@ -161,6 +175,11 @@ def posterize(images: Tensor, bits: Tensor) -> Tensor:
     return (images - torch.remainder(_to_levels(images), step) / 255.0).clamp_(min=0.0)
 
 
+def _posterize_levels(levels: Tensor, bits: Tensor) -> Tensor:
+    """``posterize`` on uint8 levels: a bit mask (faster than a table lookup on a CPU)."""
+    return levels & (256 - torch.exp2(8 - bits)).to(torch.uint8).view(-1, 1, 1, 1)
+
+
 def solarize(images: Tensor, threshold: Tensor) -> Tensor:
     """PIL ``ImageOps.solarize``: invert every level ``>= threshold`` (0..255 scale; 256 = identity)."""
     above = images * 255.0 >= _per_sample(threshold, images) - 0.5
@@ -198,6 +217,20 @@ class _Op:
     neutral: float
     full: Callable[[Tensor, Tensor], Tensor]  # (magnitude in [0, 1), sign +-1) -> parameter
     discrete: bool = False
+    # for the ops measured faster on uint8 levels on a CPU, one of: (levels [N, C, H, W] uint8,
+    # parameter) -> a table per sample [N, C or 1, 1, 256] in [0, 1], or -> the result levels
+    table: Callable[[Tensor, Tensor], Tensor] | None = None
+    levels: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def on_levels(self, images: Tensor, param: Tensor) -> Tensor:
+        """The op on float images through uint8 levels: quantize, look up (or uint8 arithmetic),
+        back to float; within half a level of ``apply``."""
+        levels = quantize(images)
+        if self.levels is not None:
+            levels = self.levels(levels, param)
+        else:
+            levels = apply_tables(levels, quantize(self.table(levels, param)).flatten(2))
+        return levels.to(images.dtype).div_(255.0)
 
 
 def _weight_one(u: Tensor, _: Tensor) -> Tensor:
@@ -211,15 +244,17 @@ def _reducing_factor(u: Tensor, _: Tensor) -> Tensor:
 _OPS: dict[str, _Op] = {
     "identity": _Op(identity, 0.0, lambda u, s: torch.zeros_like(u)),
     "autocontrast": _Op(autocontrast, 0.0, _weight_one),
-    "equalize": _Op(equalize, 0.0, _weight_one),
+    "equalize": _Op(equalize, 0.0, _weight_one, table=_equalize_table),
     "invert": _Op(invert, 0.0, _weight_one),
     "blur": _Op(gaussian_blur, 0.0, lambda u, s: 0.1 + 1.9 * u),  # sigma in [0.1, 2.0)
     "contrast": _Op(contrast, 1.0, _reducing_factor),
     "brightness": _Op(brightness, 1.0, _reducing_factor),
     "color": _Op(color, 1.0, _reducing_factor),
     "sharpness": _Op(sharpness, 1.0, _reducing_factor),
-    "posterize": _Op(posterize, 8.0, lambda u, s: 7.0 - torch.floor(4.0 * u), discrete=True),  # 7..4 bits
-    "solarize": _Op(solarize, 256.0, lambda u, s: 256.0 - torch.floor(255.0 * u), discrete=True),  # 256..2
+    "posterize": _Op(posterize, 8.0, lambda u, s: 7.0 - torch.floor(4.0 * u), discrete=True,  # 7..4 bits
+                     levels=_posterize_levels),
+    "solarize": _Op(solarize, 256.0, lambda u, s: 256.0 - torch.floor(255.0 * u), discrete=True,  # 256..2
+                    table=lambda levels, threshold: solarize(ramp(len(levels)), threshold)),
     "hue": _Op(hue_shift, 0.0, lambda u, s: 0.5 * u * s),  # +-[0, 0.5) turn
 }
 OP_NAMES: tuple[str, ...] = tuple(_OPS)  # op id = position; the order of the official augment_list
@@ -330,26 +365,33 @@ def sample_fixmatch_plan(
     return PhotometricPlan(ops=ops, params=params)
 
 
-def _apply_slot(images: Tensor, ops: Tensor, params: Tensor) -> Tensor:
+def _apply_slot(images: Tensor, ops: Tensor, params: Tensor, on_levels: bool) -> Tensor:
     """Apply one op per sample in place, transforming the samples that share an op id together."""
     for op in ops.unique().tolist():
         if op == IDENTITY:
             continue
+        spec = _OP_LIST[op]
+        apply = spec.on_levels if on_levels and (spec.table or spec.levels) else spec.apply
         chosen = (ops == op).nonzero().squeeze(1)
         if len(chosen) == len(ops):
-            return _OP_LIST[op].apply(images, params)
-        images[chosen] = _OP_LIST[op].apply(images[chosen], params[chosen])
+            return apply(images, params)
+        images[chosen] = apply(images[chosen], params[chosen])
     return images
 
 
 @torch.no_grad()
-def apply_plan(images: Tensor, plan: PhotometricPlan) -> Tensor:
-    """Apply a ``PhotometricPlan`` (iMAS or FixMatch) to float images ``[B, 3, H, W]`` in [0, 1]."""
+def apply_plan(images: Tensor, plan: PhotometricPlan, on_levels: bool | None = None) -> Tensor:
+    """Apply a ``PhotometricPlan`` (iMAS or FixMatch) to float images ``[B, 3, H, W]`` in [0, 1].
+
+    ``on_levels`` (default: on a CPU) runs equalize, posterize and solarize on uint8 levels (CPU
+    only); each of them is then within half a level of its float version.
+    """
+    on_levels = images.device.type == "cpu" if on_levels is None else on_levels
     ops = plan.ops.to(images.device)
     params = plan.params.to(images.device, images.dtype)
     out = images.clone()
     for slot in range(ops.shape[1]):
-        out = _apply_slot(out, ops[:, slot], params[:, slot])
+        out = _apply_slot(out, ops[:, slot], params[:, slot], on_levels)
     return out
 
 

@@ -31,13 +31,13 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every process if ``flag`` is true on any process."""
+def any_ranks(*flags: bool, device: torch.device) -> tuple[bool, ...]:
+    """Each flag, true on every process if it is true on any process, in one all-reduce."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return flag
-    t = torch.tensor([float(flag)], device=device)
+        return flags
+    t = torch.tensor([float(flag) for flag in flags], device=device)
     dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return tuple(value > 0 for value in t.tolist())
 
 
 def broadcast_buffers_(module: torch.nn.Module) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ssseg.augment import blend, mix, mix_from
 from ssseg.engine.checkpoint import Checkpointer
-from ssseg.engine.distributed import any_rank
+from ssseg.engine.distributed import any_ranks
 from ssseg.engine.evaluate import evaluate
 from ssseg.engine.precision import autocast, compiled, grad_scaler
 from ssseg.engine.run import Run
@@ -116,6 +116,7 @@ class Trainer:
         self.best: float | None = None  # best headline mIoU so far (teacher if evaluated)
         self.skipped_steps = 0
         self.stop_signal: int | None = None  # set by a signal handler; honoured between steps
+        self.stop_agreed = False  # a stop signal on any rank, agreed before the optimiser step
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """``module`` as a training forward calls it: wrapped for DDP with several processes."""
@@ -301,7 +302,9 @@ class Trainer:
         step. A non-finite loss on any rank stops the run naming the bad terms, or
         (``run.on_nonfinite: skip``) drops the step; returns whether the optimiser stepped."""
         run, o = self.run, self.run.recipe.optim
-        if any_rank(not bool(torch.isfinite(total.detach())), run.device):
+        nonfinite, self.stop_agreed = any_ranks(not bool(torch.isfinite(total.detach())),
+                                                self.stop_signal is not None, device=run.device)
+        if nonfinite:
             bad = [k for k, v in terms.items() if not torch.isfinite(v.detach())] or ["the total"]
             if run.recipe.run.on_nonfinite == "stop":
                 raise NonFiniteLoss(f"iteration {run.iteration}: non-finite loss in {', '.join(bad)}; "
@@ -420,7 +423,7 @@ class Trainer:
                 self.write_metrics(metrics)
                 new_best = self.best is None or self.headline(metrics) > self.best
                 self.best = max(self.best or 0.0, self.headline(metrics))
-            stop = any_rank(self.stop_signal is not None, run.device)
+            stop = self.stop_agreed
             if self.checkpointer is not None and (run.iteration % r.run.checkpoint_every == 0
                                                   or last or new_best or stop):
                 self.checkpointer.save(self, best=new_best)
