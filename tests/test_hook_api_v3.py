@@ -126,3 +126,12 @@ def test_forward_batch_splits_rows_back_by_part():
     assert {k: tuple(v.shape) for k, v in rows.items()} == {LABELED: (2, 3, 2, 2), WEAK: (3, 3, 2, 2),
                                                             "s": (3, 3, 2, 2), "fp": (3, 3, 2, 2)}
     assert all(torch.equal(rows[k], images[k]) for k in images)
+
+
+def test_gradient_clipping_covers_the_contributed_modules(tiny):
+    run = build_run(tiny({"optim": {"clip_grad": 1e-6}, "plugins": PROBE}))
+    trainer = Trainer(run)
+    trainer.step(*next(trainer.batches()))
+    grads = [p.grad for p in trainer.trainable_parameters() if p.grad is not None]
+    assert any(p.grad is not None for p in run.modules["probe_head"].parameters())
+    assert float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) <= 1.01e-6
