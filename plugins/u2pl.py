@@ -96,7 +96,6 @@ from ssseg.api import (AugmentationPlan, FeatureRequest, LabeledBatch, LossTerm,
 from ssseg.augment import box_masks
 
 VIEW = "mix"
-PROBE_SIZE = 64  # a dry forward at this side (a multiple of every smp output stride) measures F
 
 
 def representation_head(in_channels: int, rep_dim: int) -> nn.Module:
@@ -108,21 +107,6 @@ def representation_head(in_channels: int, rep_dim: int) -> nn.Module:
     return nn.Sequential(*block(in_channels), *block(rep_dim), nn.Conv2d(rep_dim, rep_dim, 1))
 
 
-@torch.no_grad()
-def decoder_geometry(student: nn.Module, device: torch.device) -> tuple[int, int]:
-    """(channels of the decoder output F, its reduction r) from a dry eval-mode forward."""
-    was_training = student.training
-    student.eval()
-    try:
-        probe = torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device)
-        decoded = student(probe, features=("decoder",))["decoder"]
-    finally:
-        student.train(was_training)
-    side = decoded.shape[-1]
-    if PROBE_SIZE % side:
-        raise UserError(f"plugins.u2pl: the decoder output of a {PROBE_SIZE}² input is {side}² wide, "
-                        "not an integer fraction of the input")
-    return decoded.shape[1], PROBE_SIZE // side
 
 
 def u2pl_boxes(batch_size: int, size: tuple[int, int], generator: torch.Generator) -> Tensor:
@@ -321,9 +305,10 @@ class U2PL(Plugin):
 
     @hookimpl
     def build_modules(self, run: Run) -> dict[str, nn.Module]:
-        """g on the decoder output F, whose width a dry forward of the student measures."""
-        channels, self.reduction = decoder_geometry(run.student, run.device)
-        return {"u2pl_rep": representation_head(channels, self.config.rep_dim)}
+        """g on the decoder output F, whose width and reduction the student reports."""
+        geometry = run.student.feature_geometry()
+        self.reduction = geometry["decoder_reduction"]
+        return {"u2pl_rep": representation_head(geometry["decoder"], self.config.rep_dim)}
 
     @hookimpl
     def setup(self, run: Run) -> None:

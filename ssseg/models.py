@@ -89,16 +89,18 @@ class SegModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def feature_channels(self) -> dict[str, Any]:
-        """Channels of the features :meth:`forward` returns on request: ``{"encoder": (c_0, ...),
-        "decoder": D}`` (a dry forward in eval mode; the mode and the statistics are unchanged),
-        for sizing a head on them."""
+    def feature_geometry(self) -> dict[str, Any]:
+        """The features :meth:`forward` returns on request: channels ``{"encoder": (c_0, ...),
+        "decoder": D}`` and ``"decoder_reduction"`` r (input pixels per decoder pixel along each
+        axis), from a dry forward in eval mode (the mode and the statistics are unchanged), for
+        sizing a head on them and sampling crop-resolution maps onto the decoder grid."""
         was_training = self.training
         self.eval()
         side = 2 * self.stride
         out = self(torch.zeros(1, 3, side, side, device=self.mean.device), features=("encoder", "decoder"))
         self.train(was_training)
-        return {"encoder": tuple(f.shape[1] for f in out["encoder"]), "decoder": out["decoder"].shape[1]}
+        return {"encoder": tuple(f.shape[1] for f in out["encoder"]), "decoder": out["decoder"].shape[1],
+                "decoder_reduction": side // out["decoder"].shape[-1]}
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(encoder parameters, decoder and head parameters) for the head-lr multiplier."""

@@ -73,12 +73,13 @@ def test_auxiliary_head_returns_logits_of_the_first_rows_at_full_size():
     assert {id(p) for p in model.aux.parameters()} <= {id(p) for p in head}
 
 
-def test_feature_channels_match_the_features_and_leave_the_model_unchanged():
+def test_feature_geometry_matches_the_features_and_leaves_the_model_unchanged():
     model = build_model(ModelConfig(arch="Unet", encoder="resnet18", options=SMALL), 3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    channels = model.feature_channels()
+    channels = model.feature_geometry()
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     out = model(torch.rand(2, 3, 40, 24), features=("encoder", "decoder"))
     assert channels["decoder"] == out["decoder"].shape[1] == 8
     assert channels["encoder"] == tuple(f.shape[1] for f in out["encoder"])
+    assert channels["decoder_reduction"] == 40 // out["decoder"].shape[-2] == 1  # Unet decodes at full size
     assert out["logits"].shape == (2, 3, 40, 24)

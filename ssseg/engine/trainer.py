@@ -212,7 +212,8 @@ class Trainer:
         if not wanted:
             return Pseudo.from_logits(out, unlabeled.valid)
         return Pseudo.from_logits(out["logits"], unlabeled.valid,
-                                  Features(encoder=_tuple(out.get("encoder")), decoder=out.get("decoder")))
+                                  Features(encoder=tuple(out["encoder"]) if "encoder" in out else None,
+                                           decoder=out.get("decoder")))
 
     def forward(self, prepared: PreparedStep) -> StudentOutputs:
         """One student forward (train mode) over the prepared :class:`ForwardBatch`: labeled
@@ -449,7 +450,3 @@ class Stopped(Exception):
     def __init__(self, iteration: int, signum: int | None):
         super().__init__(f"stopped at iteration {iteration}")
         self.iteration, self.signum = iteration, signum
-
-
-def _tuple(stages: list[Tensor] | None) -> tuple[Tensor, ...] | None:
-    return None if stages is None else tuple(stages)

@@ -44,7 +44,7 @@ class FeatureDistillation(Plugin):
     @hookimpl
     def build_modules(self, run: Run) -> dict[str, nn.Module]:
         """g: a 1×1 convolution D → D on the decoder output (D from the student)."""
-        channels = run.student.feature_channels()["decoder"]
+        channels = run.student.feature_geometry()["decoder"]
         return {HEAD: nn.Conv2d(channels, channels, 1)}
 
     @hookimpl
