@@ -109,6 +109,8 @@ class Trainer:
         if self.iters_per_epoch == 0 and run.data.labeled is not None:  # None: built to evaluate
             raise UserError(f"data: {n_epoch_items} {'unlabeled' if self.unsupervised else 'labeled'} "
                             f"images are fewer than one batch of {batch} per process")
+        self.eval_every = r.eval.every if r.eval.every_epochs is None \
+            else r.eval.every_epochs * max(self.iters_per_epoch, 1)
         self.generator = torch.Generator().manual_seed(r.seed * 1000 + run.rank + 1)
         self.shared_generator = torch.Generator().manual_seed(r.seed * 1000)
         self.last_eval: dict[str, Any] = {}
@@ -398,7 +400,8 @@ class Trainer:
         return metrics.get("teacher/miou", metrics["student/miou"])
 
     def train(self) -> dict[str, Any]:
-        """Train from ``run.iteration`` to ``optim.iters``; evaluates every ``eval.every`` and at
+        """Train from ``run.iteration`` to ``optim.iters``; evaluates every ``eval.every`` iterations
+        (or ``eval.every_epochs`` epochs) and at
         the end; checkpoints every ``run.checkpoint_every``, at the end, at a new best, and when
         a stop signal arrives (then raises :class:`Stopped` after saving)."""
         run, r = self.run, self.run.recipe
@@ -419,7 +422,7 @@ class Trainer:
                     rate = (time.perf_counter() - started) / (run.iteration - done_at_start)
                     self.progress(run.iteration, r.optim.iters, logs, rate * (r.optim.iters - run.iteration))
             new_best = False
-            if run.iteration % r.eval.every == 0 or last:
+            if run.iteration % self.eval_every == 0 or last:
                 metrics = self.evaluate()
                 self.write_metrics(metrics)
                 new_best = self.best is None or self.headline(metrics) > self.best

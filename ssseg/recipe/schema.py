@@ -84,12 +84,15 @@ class UnsupConfig:
 
 @attrs.frozen
 class EvalConfig:
-    """``eval:`` when and how to evaluate. ``sliding`` uses ``window`` and ``stride``
+    """``eval:`` when and how to evaluate: every ``every`` iterations, or, when ``every_epochs`` is
+    set, every that many epochs of the training loader (the official codes evaluate every epoch),
+    and always at the end. ``sliding`` uses ``window`` and ``stride``
     (stride defaults to 2/3 of the window) and runs ``window_batch`` windows per forward (default:
     8 on a GPU, 1 on a CPU, where larger batches measured slower); ``whole`` pads to the stride
     and crops back."""
 
     every: int = attrs.field(default=500, validator=positive)
+    every_epochs: int | None = attrs.field(default=None, validator=positive)
     mode: Literal["whole", "sliding"] = "whole"
     window: int | None = attrs.field(default=None, validator=image_side)
     stride: int | None = attrs.field(default=None, validator=image_side)
