@@ -137,12 +137,11 @@ def cmd_plugins(args) -> int:
 
 def cmd_explain(args) -> int:
     """Print, for each hook in call order, which plugin answers it, then the resolved recipe."""
-    from ssseg.engine.run import build_plugins
-    from ssseg.plugin_manager import hook_table, register_plugins
+    from ssseg.plugin_manager import check_recipe, hook_table
     from ssseg.recipe.load import dump_recipe
 
     recipe = _load(args)
-    pm = register_plugins(build_plugins(recipe).values())
+    pm = check_recipe(recipe).pm
     print(f"{'hook':24s} {'kind':13s} answered by")
     for hook, kind, names in hook_table(pm):
         print(f"{hook:24s} {kind:13s} {', '.join(names) or '(core default)'}")

@@ -118,6 +118,29 @@ def instantiate(key: str, params: dict[str, Any]) -> Any:
         raise plugin_failure(key, "in its constructor", err, cls.__module__) from err
 
 
+@attrs.frozen
+class RecipePlugins:
+    """A recipe's plugins by recipe key (each with its ``recipe_key`` set) and the plugin manager
+    they are registered with."""
+
+    plugins: dict[str, Any]
+    pm: pluggy.PluginManager
+
+
+def check_recipe(recipe: Any) -> RecipePlugins:
+    """Build and register the plugins of a schema-valid recipe: the one check beyond the schema
+    that ``train``, ``eval``, ``predict``, ``explain``, suites (every variant, at load) and the
+    contract kit all make. Refused, naming the plugin: an unknown plugin or one whose hook spec
+    version does not fit, a Config that refuses its params, a hook that matches no spec, and two
+    plugins answering one decision hook."""
+    plugins = {}
+    for key, params in recipe.plugins.items():
+        plugin = instantiate(key, params)
+        plugin.recipe_key = key
+        plugins[key] = plugin
+    return RecipePlugins(plugins, register_plugins(plugins.values()))
+
+
 def plugin_name(plugin: Any) -> str:
     """The name a plugin is known by in messages."""
     return getattr(plugin, "recipe_key", None) or getattr(plugin, "name", None) or type(plugin).__name__

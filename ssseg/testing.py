@@ -79,11 +79,11 @@ from torch import Tensor, nn
 
 from ssseg.compat import hookspec_problem, implemented_hooks
 from ssseg.engine.checkpoint import Checkpointer, restore
-from ssseg.engine.run import build_plugins, build_run
+from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
 from ssseg.hookspecs import HOOK_KINDS, hookimpl
-from ssseg.plugin_manager import PluginError, hook_table, instantiate, register_plugins
+from ssseg.plugin_manager import PluginError, check_recipe, hook_table, instantiate, register_plugins
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
@@ -122,7 +122,7 @@ def validate_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Load the recipe at ``path`` and build its plugins (configs validated, hooks registered and
     checked) without data or models: the errors ``ssseg train`` would give, in milliseconds."""
     recipe = load_recipe(path, list(overrides))
-    register_plugins(build_plugins(recipe).values())
+    check_recipe(recipe)
     return recipe
 
 

@@ -9,7 +9,8 @@ import yaml
 from conftest import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.engine import checkpoint
-from ssseg.engine.run import build_plugins, build_run
+from ssseg.engine.run import build_run
+from ssseg.plugin_manager import check_recipe
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import PluginError
 
@@ -31,7 +32,7 @@ def test_an_import_time_error_names_the_plugin_and_its_line(tmp_path, monkeypatc
     (tmp_path / "my_plugin.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(PluginError) as caught:
-        build_plugins(plugin_recipe(tiny, "my_plugin:Mine"))
+        check_recipe(plugin_recipe(tiny, "my_plugin:Mine"))
     message = str(caught.value)
     assert message.startswith(f"plugin 'mine' failed while importing 'my_plugin': {error}")
     assert f'my_plugin.py", line {line}' in message and "importlib" not in message
@@ -39,7 +40,7 @@ def test_an_import_time_error_names_the_plugin_and_its_line(tmp_path, monkeypatc
 
 def test_an_error_in_the_constructor_names_the_plugin(tiny):
     with pytest.raises(PluginError, match=r"^plugin 'mine' failed in its constructor: ZeroDivisionError") as caught:
-        build_plugins(plugin_recipe(tiny, "faulty:BrokenInit"))
+        check_recipe(plugin_recipe(tiny, "faulty:BrokenInit"))
     own_frames_only(str(caught.value), "faulty.py")
 
 

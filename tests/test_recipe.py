@@ -9,8 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssseg.engine.run import build_plugins
-from ssseg.plugin_manager import register_plugins
+from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.load import build_recipe, dump_recipe, load_recipe, merge, parse_override
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
@@ -28,7 +27,7 @@ def test_every_shipped_recipe_validates_with_its_plugins():
     assert recipes
     for path in recipes:
         recipe = load_recipe(path)
-        register_plugins(build_plugins(recipe).values())  # plugin configs and hook conflicts
+        check_recipe(recipe)  # plugin configs and hook conflicts
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):

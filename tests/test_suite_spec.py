@@ -94,6 +94,8 @@ def test_bad_suites_name_the_file_and_key(folder, suite, message):
     ({"optim": {"lr": -1.0}}, "variants.bad: optim.lr: -1.0 is out of range"),
     ({"plugins": {"mean_teacher": {"decai": 0.9}}}, "variants.bad: plugins.mean_teacher.decai: unknown key"),
     ({"plugins": {"no_such_plugin": {}}}, "variants.bad: "),
+    ({"plugins": {"unimatch": {}}}, "variants.bad: plugins 'fixmatch' and 'unimatch' both answer the "
+                                    "decision hook 'pseudo_label_source'"),
 ])
 def test_a_bad_variant_fails_at_load_naming_the_file_and_variant(folder, patch, message):
     path = write_suite(folder, {"base": "base.yaml", "variants": {"good": {}, "bad": {"patch": patch}}},

@@ -16,7 +16,7 @@ from ssseg.engine.distributed import rank_and_world
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 from ssseg.models import SegModel, build_model
-from ssseg.plugin_manager import instantiate, register_plugins
+from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.schema import Recipe
 
 
@@ -121,16 +121,6 @@ def place(module: nn.Module, recipe: Recipe, device: torch.device, world: int) -
     return module
 
 
-def build_plugins(recipe: Recipe) -> dict[str, Any]:
-    """Instantiate the recipe's plugins in recipe order, each tagged with its recipe key."""
-    plugins = {}
-    for key, params in recipe.plugins.items():
-        plugin = instantiate(key, params)
-        plugin.recipe_key = key
-        plugins[key] = plugin
-    return plugins
-
-
 def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> Run:
     """Build data, student, contributed modules, optimiser and plugins, calling the build hooks
     in order: ``build_modules``, ``setup``, ``build_teacher``, ``pseudo_label_source``,
@@ -140,13 +130,13 @@ def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train")
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
-    plugins = build_plugins(recipe)
-    pm = register_plugins(plugins.values())
+    checked = check_recipe(recipe)
+    pm = checked.pm
     torch.manual_seed(recipe.seed)
     data = build_data(recipe.data, needs)
     student = place(build_model(recipe.model, data.num_classes), recipe, device, world)
     run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
-              plugins=plugins, pm=pm, rank=rank, world_size=world)
+              plugins=checked.plugins, pm=pm, rank=rank, world_size=world)
     for answer in pm.hook.build_modules(run=run):
         for name, module in answer.items():
             if name in run.modules:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from ssseg.errors import UserError
+from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.load import build_recipe, merge, parse_override, read_yaml, resolve_extends
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure
@@ -108,8 +109,6 @@ def variant_data(spec: Suite, name: str, folder: Path, overrides: list[str] = ()
 def load_suite(path: str | Path, overrides: list[str] = ()) -> LoadedSuite:
     """Read a suite and resolve every variant × seed into a validated recipe (plugin configs
     included), so that a bad variant fails before anything trains, naming the file and variant."""
-    from ssseg.engine.run import build_plugins
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", "suite file not found", str(path))
@@ -119,7 +118,7 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> LoadedSuite:
         try:
             data = variant_data(spec, name, path.parent, overrides)
             recipes = [build_recipe(merge(data, {"seed": seed}), "") for seed in spec.seeds]
-            build_plugins(recipes[0])
+            check_recipe(recipes[0])
         except UserError as err:
             raise ConfigError(f"variants.{name}", str(err), str(path)) from None
         jobs += [Job(name, seed, recipe) for seed, recipe in zip(spec.seeds, recipes)]
