@@ -103,7 +103,6 @@ def main() -> None:
         t = time.perf_counter()
         with step_scope():
             trainer.step(labeled, unlabeled)
-        run.iteration += 1
         if i >= args.warmup:
             steps.append(time.perf_counter() - t)
     if profiler is not None:

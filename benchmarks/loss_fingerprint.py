@@ -50,7 +50,6 @@ def fingerprint(name: str) -> dict:
     batches = trainer.batches()
     for _ in range(STEPS):
         logs = trainer.step(*next(batches))
-        trainer.run.iteration += 1
         losses.append({k: float(v).hex() for k, v in sorted(logs.items()) if k.startswith("loss")})
     run = trainer.run
     modules = {"student": run.student} | ({"teacher": run.teacher} if run.teacher is not None else {})

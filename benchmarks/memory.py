@@ -80,7 +80,6 @@ def measure(config: str, batch: int, steps: int, threads: int, extra: list[str])
         if cuda:
             torch.cuda.synchronize()
         result["step_s"].append(time.perf_counter() - t)
-        run.iteration += 1
         result["peaks"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if cuda:
         result["cuda_peak"] = torch.cuda.max_memory_allocated()

@@ -63,7 +63,6 @@ def main() -> None:
             trainer = trainers[n]
             t = time.perf_counter()
             logs = trainer.step(labeled, unlabeled)
-            trainer.run.iteration += 1
             if i >= args.warmup:
                 times[n].append(time.perf_counter() - t)
             losses[n].append(logs.get("loss", float("nan")))

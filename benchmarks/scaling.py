@@ -55,7 +55,6 @@ def time_steps(batch: int, crop: int, steps: int) -> tuple[float, float]:
         if i:
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-        run.iteration += 1
     del trainer, run, batches
     gc.collect()
     return statistics.median(wall), statistics.median(cpu)

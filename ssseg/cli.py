@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
     checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
     trainer = Trainer(run, progress=_progress, checkpointer=checkpointer)
     if args.resume:
-        checkpoint.restore(trainer, folder.last)
+        checkpoint.restore(trainer.run, folder.last)
         _say(run, f"resumed from {folder.last} at iteration {run.iteration}")
     if run.is_main:
         folder.begin(recipe, run.iteration)
@@ -109,7 +109,7 @@ def cmd_eval(args) -> int:
     from ssseg.engine.trainer import Trainer
 
     run = build_run(_load(args), needs="val")
-    run.iteration = checkpoint.load_weights(run, args.checkpoint)
+    checkpoint.load_weights(run, args.checkpoint)
     metrics = Trainer(run).evaluate()
     print(_summary(metrics))
     for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/iou")}):

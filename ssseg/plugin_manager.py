@@ -18,7 +18,7 @@ from ssseg.answers import answer_problem
 from ssseg.compat import hookspec_problem, removed_attribute_hint
 from ssseg.errors import PluginError, UserError
 from ssseg.plugin_faults import plugin_failure
-from ssseg.recipe.structure import ConfigError, structure
+from ssseg.recipe.structure import structure
 
 ENTRY_POINT_GROUP = "ssseg.plugins"
 AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"

@@ -363,7 +363,7 @@ class _Contract:
             lambda *args: None)
         try:
             if resume_from is not None:
-                restore(trainer, resume_from)
+                restore(trainer.run, resume_from)
             trainer.train()
         except Exception as err:  # noqa: BLE001 - reported as this rule's failure
             self.fail(rule, f"{'resuming and ' if resume_from else ''}training the tiny recipe with "
@@ -384,8 +384,8 @@ class _Contract:
         run = build_run(recipe)
         trainer = Trainer(run)
         labeled, unlabeled = next(trainer.batches())
-        trainer.generator.manual_seed(seed)
-        trainer.shared_generator.manual_seed(0)
+        run.state.generator.manual_seed(seed)
+        run.state.shared_generator.manual_seed(0)
         torch.manual_seed(seed)
         steps = [] if unlabeled is None else [decisions(trainer, labeled, unlabeled, i)
                                               for i in range(PROBE_STEPS)]
@@ -426,8 +426,7 @@ def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: Unlabeled
     """The control-flow outputs of the hooks that decide a step's shape, called through the
     trainer's own methods (``Trainer.prepare``, ``weight_answers``, ``lambda_u``) at
     ``iteration`` (nothing is trained)."""
-    trainer.run.iteration = iteration
-    prepared = trainer.prepare(labeled, unlabeled)
+    prepared = trainer.prepare(labeled, unlabeled, trainer.context(iteration))
     out: dict[str, Any] = {"estimate_hardness": prepared.hardness is not None,
                            "plan_views": [attrs.astuple(v.view) for v in prepared.views.values()]}
     for name, view in prepared.views.items():

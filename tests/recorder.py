@@ -199,8 +199,6 @@ class NaNAt(Plugin):
 
     @hookimpl
     def extra_losses(self, ctx, unlabeled, pseudo, outputs):
-        import torch
-
         value = float("nan") if ctx.iteration == self.config.at else 0.0
         return {"poison": outputs.labeled.sum() * 0 + value}
 

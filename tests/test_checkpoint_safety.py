@@ -16,8 +16,6 @@ from PIL import Image
 from conftest import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.engine import checkpoint
-from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer
 from ssseg.errors import UserError
 
 SUPERVISED = {"data": {"batch_unlabeled": 0}, "optim": {"iters": 1}, "plugins": {"supervised": {}}}
@@ -59,7 +57,7 @@ def test_reading_a_malicious_checkpoint_refuses_without_running_it(tmp_path):
 def test_a_written_checkpoint_reads_back_as_tensors_and_plain_values(trained):
     state = checkpoint.read(trained[1])
     assert checkpoint.not_plain(state) is None
-    assert isinstance(state["rng"]["generator"], torch.Tensor) and state["iteration"] == 1
+    assert isinstance(state["training"]["rng"]["generator"], torch.Tensor) and state["iteration"] == 1
 
 
 @pytest.mark.parametrize("content, message", [

@@ -29,7 +29,7 @@ def test_contributed_module_is_trained_checkpointed_and_loaded(tiny, tmp_path):
     trainer = Trainer(run)
     trainer.train()
     assert recorder.Probe.SEEN["head_grad"] and not torch.equal(before, head.weight)
-    torch.save(state_of(trainer), tmp_path / "c.pt")
+    torch.save(state_of(trainer.run), tmp_path / "c.pt")
     other = build_run(tiny({"optim": {"iters": 2}, "plugins": PROBE}))
     load_weights(other, tmp_path / "c.pt")
     assert torch.equal(other.modules["probe_head"].weight, head.weight)

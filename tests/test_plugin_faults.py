@@ -69,7 +69,7 @@ def test_a_failing_load_state_dict_names_the_plugin(tmp_path, tiny):
     Trainer(build_run(recipe), checkpointer=checkpoint.Checkpointer(tmp_path)).train()
     with pytest.raises(PluginError, match=r"^plugin 'mine' failed in load_state_dict\(\) while resuming from "
                                           r".*last.pt: ValueError: cannot take \['step'\]"):
-        checkpoint.restore(Trainer(build_run(recipe)), tmp_path / "last.pt")
+        checkpoint.restore(build_run(recipe), tmp_path / "last.pt")
 
 
 def test_the_cli_prints_the_plugins_frames_without_a_traceback(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,6 @@ reference loss, plugin-order independence, short runs and resume."""
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
@@ -13,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View
-from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from conftest import apply_plan
+from resume_support import assert_resume_is_exact, step_logs
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
 
@@ -31,11 +30,6 @@ def train(recipe, out_dir, checkpointer=None):
     trainer = Trainer(build_run(recipe, out_dir), checkpointer=checkpointer)
     trainer.train()
     return trainer, step_logs(out_dir)
-
-
-def step_logs(out_dir):
-    records = map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records if r["event"] == "train"]
 
 
 def test_default_config_and_errors_name_the_parameter():
@@ -137,10 +131,4 @@ def test_plugin_order_does_not_change_the_losses(tmp_path, tiny):
 
 def test_resume_continues_with_the_same_draws(tmp_path, tiny):
     """Resuming from the checkpoint of step 2 gives step 3 of an uninterrupted run exactly."""
-    recipe = tiny({**MODERN, "optim": {"iters": 3}, "run": {"checkpoint_every": 1}})
-    _, full = train(recipe, tmp_path / "full", checkpoint.Checkpointer(tmp_path, keep=3))
-    resumed = Trainer(build_run(recipe, tmp_path / "resumed"))
-    (tmp_path / "resumed").mkdir()
-    checkpoint.restore(resumed, tmp_path / "iter_0000002.pt")
-    resumed.train()
-    assert step_logs(tmp_path / "resumed") == full[2:]
+    assert_resume_is_exact(tiny({**MODERN, "optim": {"iters": 3}}), tmp_path)

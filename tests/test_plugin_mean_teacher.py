@@ -4,7 +4,6 @@ composition with FixMatch, short runs and resume."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 from types import SimpleNamespace
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from ssseg.api import Pseudo, StudentOutputs, UserError
 from ssseg.engine import checkpoint
+from resume_support import step_logs
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
@@ -30,8 +30,7 @@ def train(recipe, tmp_path):
     """Train ``recipe`` and return the trainer and its per-step logs."""
     trainer = Trainer(build_run(recipe, tmp_path))
     trainer.train()
-    records = map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
-    return trainer, [{k: v for k, v in r.items() if k != "wall_s"} for r in records if r["event"] == "train"]
+    return trainer, step_logs(tmp_path)
 
 
 def test_default_config_and_errors_name_the_parameter():
@@ -94,13 +93,13 @@ def test_two_steps_of_modern_mean_teacher_and_resume(tmp_path, tiny):
     assert [r["ema_decay"] for r in logs] == [0.0, 0.5]
     run = trainer.run
     assert run.teacher is not run.student
-    assert set(trainer.last_eval) >= {"student/miou", "teacher/miou"}
+    assert set(trainer.state.last_eval) >= {"student/miou", "teacher/miou"}
     checkpointer = checkpoint.Checkpointer(tmp_path)
-    checkpointer.save(trainer)
+    checkpointer.save(trainer.run)
     resumed = Trainer(build_run(tiny(MODERN)))
     assert not all(torch.equal(a, b) for a, b in zip(resumed.run.teacher.state_dict().values(),
                                                      run.teacher.state_dict().values()))
-    checkpoint.restore(resumed, checkpointer.last)
+    checkpoint.restore(resumed.run, checkpointer.last)
     for (name, a), b in zip(run.teacher.state_dict().items(), resumed.run.teacher.state_dict().values()):
         assert torch.equal(a, b), name
 

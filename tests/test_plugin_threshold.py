@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssseg.api import Pseudo, UserError, View
+from resume_support import step_logs
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
@@ -22,8 +22,7 @@ FIXMATCH = {"unsup": {"weight": 0.5, "supervised_weight": 0.5}, "plugins": {"fix
 def losses(recipe, out_dir):
     out_dir.mkdir()
     Trainer(build_run(recipe, out_dir)).train()
-    records = map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records if r["event"] == "train"]
+    return step_logs(out_dir)
 
 
 def test_default_config_and_errors_name_the_parameter():

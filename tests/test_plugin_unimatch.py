@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from resume_support import assert_resume_is_exact, step_logs
 from ssseg.api import UnlabeledBatch, UserError, Pseudo
-from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
 
 RECIPE = {"unsup": {"weight": 0.5, "supervised_weight": 0.5},
           "plugins": {"unimatch": {}, "confidence_threshold": {"threshold": 0.2}}}
-
-
-def step_logs(out_dir):
-    records = map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())
-    return [{k: v for k, v in r.items() if k != "wall_s"} for r in records if r["event"] == "train"]
 
 
 def test_default_config_and_errors_name_the_parameter():
@@ -67,11 +61,4 @@ def test_total_is_half_of_supervised_plus_weighted_views(tmp_path, tiny):
 
 def test_resume_continues_with_the_same_draws(tmp_path, tiny):
     """Resuming from the checkpoint of step 2 gives step 3 of an uninterrupted run exactly."""
-    recipe = tiny({**RECIPE, "optim": {"iters": 3}, "run": {"checkpoint_every": 1}})
-    for name in ("full", "resumed"):
-        (tmp_path / name).mkdir()
-    Trainer(build_run(recipe, tmp_path / "full"), checkpointer=checkpoint.Checkpointer(tmp_path, keep=3)).train()
-    resumed = Trainer(build_run(recipe, tmp_path / "resumed"))
-    checkpoint.restore(resumed, tmp_path / "iter_0000002.pt")
-    resumed.train()
-    assert step_logs(tmp_path / "resumed") == step_logs(tmp_path / "full")[2:]
+    assert_resume_is_exact(tiny({**RECIPE, "optim": {"iters": 3}}), tmp_path)

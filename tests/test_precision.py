@@ -80,12 +80,12 @@ def test_unknown_compile_backend_names_the_key_and_the_valid_ones():
 def test_fp16_loss_scale_survives_a_checkpoint(tmp_path):
     trainer = build({"precision": "fp16"})
     trainer.step(*next(trainer.batches()))
-    trainer.scaler.update(new_scale=1024.0)
-    checkpoint.Checkpointer(tmp_path).save(trainer)
+    trainer.state.scaler.update(new_scale=1024.0)
+    checkpoint.Checkpointer(tmp_path).save(trainer.run)
     resumed = build({"precision": "fp16"})
-    assert resumed.scaler.get_scale() != 1024.0
-    checkpoint.restore(resumed, tmp_path / checkpoint.LAST)
-    assert resumed.scaler.get_scale() == 1024.0
+    assert resumed.state.scaler.get_scale() != 1024.0
+    checkpoint.restore(resumed.run, tmp_path / checkpoint.LAST)
+    assert resumed.state.scaler.get_scale() == 1024.0
 
 
 def test_bf16_run_trains_and_evaluates():

@@ -84,7 +84,7 @@ def test_resume_after_interruption_ends_with_the_same_weights(tmp_path, tiny):
     assert checkpoint.read(path)["iteration"] == 2
 
     resumed = Trainer(build_run(interrupted))
-    checkpoint.restore(resumed, path)
+    checkpoint.restore(resumed.run, path)
     assert resumed.run.iteration == 2
     resumed.train()
     assert resumed.run.iteration == 4
@@ -113,13 +113,13 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(tmp_path, tiny, patch, me
     trainer.train()
     other = Trainer(build_run(tiny(patch)))
     with pytest.raises(UserError, match=f"was written by a different recipe .*{message}"):
-        checkpoint.restore(other, tmp_path / "last.pt")
+        checkpoint.restore(other.run, tmp_path / "last.pt")
 
 
 def test_resume_may_extend_the_schedule(tmp_path, tiny):
     Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path)).train()
     longer = Trainer(build_run(tiny({"optim": {"iters": 2}, "eval": {"every": 1}})))
-    checkpoint.restore(longer, tmp_path / "last.pt")
+    checkpoint.restore(longer.run, tmp_path / "last.pt")
     assert longer.run.iteration == 1
 
 
@@ -142,3 +142,18 @@ def test_auxiliary_head_adds_its_weighted_supervised_loss(tiny):
     trainer = Trainer(build_run(tiny({**SUPERVISED, "model": {"aux_head": True, "aux_weight": 0.4}})))
     logs = trainer.step(*next(trainer.batches()))
     assert logs["loss"] == pytest.approx(logs["loss_x"] + 0.4 * logs["loss_x/aux"], rel=1e-5)
+
+
+def test_eval_every_epochs_evaluates_at_each_epoch_end_and_records_the_best(tmp_path, tiny):
+    ipe = Trainer(build_run(tiny())).iters_per_epoch
+    trainer = Trainer(build_run(tiny({"optim": {"iters": 2 * ipe + 1}, "eval": {"every": 1, "every_epochs": 1}}),
+                                tmp_path))
+    trainer.train()
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "eval"]
+    assert [e["iteration"] for e in evals] == [ipe, 2 * ipe, 2 * ipe + 1]
+    for k, e in enumerate(evals):
+        best = max(evals[: k + 1], key=lambda r: (r["student/miou"], -r["iteration"]))
+        assert (e["student/best_miou"], e["student/best_iteration"]) == (best["student/miou"], best["iteration"])
+    assert trainer.state.best["student"] == {"miou": evals[-1]["student/best_miou"],
+                                             "iteration": evals[-1]["student/best_iteration"]}

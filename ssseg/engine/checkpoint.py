@@ -1,4 +1,5 @@
-"""Checkpoints: model, teacher, contributed modules, plugin state, optimiser, RNG states and iteration, written
+"""Checkpoints: model, teacher, contributed modules, plugin state, optimiser and the training state
+(:class:`~ssseg.engine.state.TrainingState`: iteration, RNG states, scaler, evaluations), written
 atomically (temporary file, then rename) so an interrupted write leaves the previous one.
 
 A checkpoint holds only tensors and plain Python values and is read with
@@ -26,16 +27,15 @@ from ssseg.recipe.structure import unstructure
 from ssseg.run_files import BEST, LAST
 
 REQUIRED_KEYS = ("iteration", "recipe", "student")
-RESUME_KEYS = ("teacher", "plugins", "optimizer", "scaler", "rng", "last_eval", "best", "wall_s")
+RESUME_KEYS = ("teacher", "plugins", "optimizer", "training")
 # what torch.load(weights_only=True) reads back besides tensors, lists, tuples and dicts
 PLAIN_TYPES = (int, float, bool, complex, str, bytes, type(None), torch.Size, torch.dtype, torch.device)
 SHOWN_KEYS = 3
 
 
-def state_of(trainer) -> dict[str, Any]:
+def state_of(run) -> dict[str, Any]:
     """Everything needed to continue the run exactly where it is, as tensors and plain values
     (a plugin whose ``state_dict()`` fails or returns anything else is named)."""
-    run = trainer.run
     state = {
         "iteration": run.iteration,
         "hookspec_version": HOOKSPEC_VERSION,
@@ -45,14 +45,7 @@ def state_of(trainer) -> dict[str, Any]:
         "modules": {name: module.state_dict() for name, module in run.modules.items()},
         "plugins": {k: _plugin_state(k, p) for k, p in run.plugins.items() if hasattr(p, "state_dict")},
         "optimizer": run.optimizer.state_dict(),
-        "scaler": trainer.scaler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "generator": trainer.generator.get_state(),
-                "shared_generator": trainer.shared_generator.get_state()},
-        "last_eval": trainer.last_eval,
-        "best": trainer.best,
-        "wall_s": trainer.wall_s,
+        "training": run.state.state_dict(),
     }
     found = not_plain(state)
     if found:
@@ -106,16 +99,16 @@ class Checkpointer:
         """The newest checkpoint's path."""
         return self.folder / LAST
 
-    def save(self, trainer, best: bool = False) -> None:
-        """Write the trainer's state; with ``best`` also make it ``best.pt``."""
-        if not trainer.run.is_main:
+    def save(self, run, best: bool = False) -> None:
+        """Write the run's state; with ``best`` also make it ``best.pt``."""
+        if not run.is_main:
             return
-        state = state_of(trainer)
+        state = state_of(run)
         write_atomically(self.last, lambda file: torch.save(state, file))
         if best:
             link_atomically(self.last, self.folder / BEST)
         if self.keep:
-            it = trainer.run.iteration
+            it = run.iteration
             link_atomically(self.last, self.folder / f"iter_{it:07d}.pt")
             for old in sorted(self.folder.glob("iter_*.pt"))[: -self.keep]:
                 old.unlink()
@@ -149,13 +142,14 @@ def read(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(trainer, path: Path) -> None:
-    """Continue ``trainer`` from the checkpoint at ``path``. Refuses a checkpoint written by a
+def restore(run, path: Path) -> None:
+    """Continue ``run`` from the checkpoint at ``path``. Refuses a checkpoint written by a
     different recipe (only the schedule length, ``eval`` and ``run`` may change)."""
-    run, state = trainer.run, read(path)
+    state = read(path)
     missing = [k for k in RESUME_KEYS if k not in state]
     if missing:
-        raise UserError(f"cannot resume from {path}: it has no {', '.join(missing)}")
+        raise UserError(f"cannot resume from {path}: it has no {', '.join(missing)} (written by an "
+                        "older ssseg? its weights still evaluate); start a new --out")
     changed = incompatible_changes(state["recipe"], unstructure(run.recipe))
     if changed:
         raise UserError(f"{path} was written by a different recipe ({'; '.join(changed[:3])}); "
@@ -163,30 +157,20 @@ def restore(trainer, path: Path) -> None:
     load_models(run, state, path)
     try:
         run.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler") and trainer.scaler.is_enabled():  # fp16 before and now
-            trainer.scaler.load_state_dict(state["scaler"])
+        run.state.load_state_dict(state["training"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} does not fit this recipe: {_first_lines(err)}") from None
     for key, plugin in run.plugins.items():
         if hasattr(plugin, "load_state_dict"):
             _restore_plugin(key, plugin, state["plugins"], path)
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    trainer.generator.set_state(rng["generator"])
-    trainer.shared_generator.set_state(rng["shared_generator"])
-    trainer.last_eval, trainer.best = state["last_eval"], state["best"]
-    trainer.wall_s = state["wall_s"]
-    run.iteration = state["iteration"]
 
 
-def load_weights(run, path: Path) -> int:
+def load_weights(run, path: Path) -> None:
     """Load only the model weights (student, teacher, contributed modules) from a checkpoint,
-    for evaluation; returns the checkpoint's iteration."""
+    for evaluation; the run's iteration becomes the checkpoint's."""
     state = read(path)
     load_models(run, state, path)
-    return state["iteration"]
+    run.state.iteration = state["iteration"]
 
 
 def load_models(run, state: dict[str, Any], path: Path) -> None:

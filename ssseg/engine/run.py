@@ -13,6 +13,7 @@ from torch import nn
 
 from ssseg.data.base import DataBundle, build_data
 from ssseg.engine.distributed import rank_and_world
+from ssseg.engine.state import TrainingState
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 from ssseg.models import SegModel, build_model
@@ -31,7 +32,8 @@ class Run:
     recipe key), ``optimizer`` (None until ``build_modules`` has answered), ``teacher`` (None
     until ``build_teacher``; None afterwards means the student makes the pseudo-labels),
     ``pseudo_label_source`` and ``features`` (the union of ``request_features``), ``rank``,
-    ``world_size`` and ``iteration`` (the number of steps taken).
+    ``world_size``, ``state`` (the :class:`~ssseg.engine.state.TrainingState`, which the trainer
+    alone advances) and ``iteration`` (the number of steps taken, read-only).
     """
 
     recipe: Recipe
@@ -41,6 +43,7 @@ class Run:
     student: SegModel
     plugins: dict[str, Any]
     pm: pluggy.PluginManager
+    state: TrainingState
     modules: dict[str, nn.Module] = attrs.field(factory=dict)
     optimizer: torch.optim.Optimizer | None = None
     teacher: nn.Module | None = None
@@ -48,12 +51,11 @@ class Run:
     features: FeatureRequest = attrs.field(factory=FeatureRequest)
     rank: int = 0
     world_size: int = 1
-    iteration: int = 0
 
     @property
-    def hook(self):
-        """The plugin manager's hook relay (``run.hook.<name>(...)``)."""
-        return self.pm.hook
+    def iteration(self) -> int:
+        """The number of training steps taken."""
+        return self.state.iteration
 
     @property
     def is_main(self) -> bool:
@@ -135,8 +137,9 @@ def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train")
     torch.manual_seed(recipe.seed)
     data = build_data(recipe.data, needs)
     student = place(build_model(recipe.model, data.num_classes), recipe, device, world)
+    state = TrainingState.start(recipe.seed, rank, device, recipe.run.precision)
     run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
-              plugins=checked.plugins, pm=pm, rank=rank, world_size=world)
+              plugins=checked.plugins, pm=pm, state=state, rank=rank, world_size=world)
     for answer in pm.hook.build_modules(run=run):
         for name, module in answer.items():
             if name in run.modules:

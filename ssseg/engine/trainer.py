@@ -17,7 +17,7 @@ from ssseg.augment import blend, mix, mix_from
 from ssseg.engine.checkpoint import Checkpointer
 from ssseg.engine.distributed import any_ranks
 from ssseg.engine.evaluate import evaluate
-from ssseg.engine.precision import autocast, compiled, grad_scaler
+from ssseg.engine.precision import autocast, compiled
 from ssseg.engine.run import Run
 from ssseg.engine.sampling import EpochSampler, SeededSamples
 from ssseg.engine.forward import LABELED, WEAK, ForwardBatch
@@ -101,7 +101,7 @@ class Trainer:
         self.model = self.wrap(run.student)
         self.modules = {name: self.wrap(module) for name, module in run.modules.items()}
         self.model = compiled(self.model, r.run.compile)
-        self.scaler = grad_scaler(run.device, r.run.precision)
+        self.state = run.state
         self.unsupervised = run.data.unlabeled is not None and r.data.batch_unlabeled > 0
         n_epoch_items = len(run.data.unlabeled) if self.unsupervised else len(run.data.labeled or ())
         batch = r.data.batch_unlabeled if self.unsupervised else r.data.batch_labeled
@@ -111,12 +111,6 @@ class Trainer:
                             f"images are fewer than one batch of {batch} per process")
         self.eval_every = r.eval.every if r.eval.every_epochs is None \
             else r.eval.every_epochs * max(self.iters_per_epoch, 1)
-        self.generator = torch.Generator().manual_seed(r.seed * 1000 + run.rank + 1)
-        self.shared_generator = torch.Generator().manual_seed(r.seed * 1000)
-        self.last_eval: dict[str, Any] = {}
-        self.wall_s = 0.0  # training wall time over all sessions of this run (restored on resume)
-        self.best: float | None = None  # best headline mIoU so far (teacher if evaluated)
-        self.skipped_steps = 0
         self.stop_signal: int | None = None  # set by a signal handler; honoured between steps
         self.stop_agreed = False  # a stop signal on any rank, agreed before the optimiser step
 
@@ -132,7 +126,8 @@ class Trainer:
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None) -> dict[str, float]:
-        """One training iteration. The order of this method IS the hook call order."""
+        """One training iteration. The order of this method IS the hook call order. The
+        iteration advances at its end, for a skipped step too (and nowhere else)."""
         prepared = self.prepare(labeled, unlabeled)  # before_iteration .. schedule_augmentation
         ctx = prepared.ctx
         with self.autocast():  # the forwards at run.precision; losses come out in fp32
@@ -140,6 +135,7 @@ class Trainer:
             prepared = self.relabel(prepared, outputs)
             total, terms, lambda_u = self.losses(prepared, outputs)  # supervised_loss .. unsup_weight
         if not self.optimize(ctx, total, terms):  # after_backward
+            self.state.iteration += 1
             return {"skipped": 1.0}
         self.hook.after_optimizer_step(ctx=ctx)
         logs = {"loss": float(total.detach()), "lr": self.run.optimizer.param_groups[0]["lr"],
@@ -147,15 +143,18 @@ class Trainer:
         if prepared.views:
             logs["lambda_u"] = float(lambda_u)
         self.hook.after_iteration(ctx=ctx, logs=logs)
+        self.state.iteration += 1
         return logs
 
     # -- the core's parts of the step -------------------------------------------------------
 
-    def prepare(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None) -> PreparedStep:
+    def prepare(self, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch | None,
+                ctx: StepContext | None = None) -> PreparedStep:
         """The step up to the student forward, in this order: ``before_iteration``, the teacher's
         pseudo-labels, ``after_pseudo_label``, ``estimate_hardness``, ``plan_views``, and
-        ``schedule_augmentation`` per image view, whose plans build the views' inputs."""
-        ctx, hook = self.context(), self.hook
+        ``schedule_augmentation`` per image view, whose plans build the views' inputs. ``ctx``:
+        the step's context (default: :meth:`context`, the current iteration's)."""
+        ctx, hook = ctx or self.context(), self.hook
         hook.before_iteration(ctx=ctx)
         labeled = LabeledBatch(image=labeled["image"], mask=labeled["mask"])
         if unlabeled is None:
@@ -190,14 +189,15 @@ class Trainer:
         """Mixed precision for the forwards (``run.precision``); a no-op context for fp32."""
         return autocast(self.run.device, self.run.recipe.run.precision)
 
-    def context(self) -> StepContext:
-        """The :class:`StepContext` of the current iteration."""
-        run = self.run
+    def context(self, iteration: int | None = None) -> StepContext:
+        """The :class:`StepContext` of the current iteration (or of ``iteration``)."""
+        run, state = self.run, self.state
+        iteration = state.iteration if iteration is None else iteration
         return StepContext(
-            iteration=run.iteration, max_iters=run.recipe.optim.iters,
-            epoch=run.iteration // self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch,
+            iteration=iteration, max_iters=run.recipe.optim.iters,
+            epoch=iteration // self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch,
             device=run.device, rank=run.rank, world_size=run.world_size,
-            generator=self.generator, shared_generator=self.shared_generator,
+            generator=state.generator, shared_generator=state.shared_generator,
             student=run.student, teacher=run.teacher if run.teacher is not None else run.student,
             num_classes=run.data.num_classes, ignore_index=run.data.ignore_index, modules=self.modules)
 
@@ -313,20 +313,21 @@ class Trainer:
                 raise NonFiniteLoss(f"iteration {run.iteration}: non-finite loss in {', '.join(bad)}; "
                                     "the last checkpoint is kept. Lower optim.lr, set optim.clip_grad, "
                                     "or set run.on_nonfinite: skip")
-            self.skipped_steps += 1
+            self.state.skipped_steps += 1
             return False
+        scaler = self.state.scaler  # fp16 only; a no-op otherwise
         run.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()  # the scaler (fp16 only) is a no-op otherwise
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(run.optimizer)
+        scaler.scale(total).backward()
+        if scaler.is_enabled():
+            scaler.unscale_(run.optimizer)
         self.hook.after_backward(ctx=ctx)
         if o.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), o.clip_grad)
         factor = (1 - run.iteration / o.iters) ** o.power if o.schedule == "poly" else 1.0
         for group in run.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        self.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients overflowed
-        self.scaler.update()
+        scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients overflowed
+        scaler.update()
         return True
 
     @staticmethod
@@ -375,11 +376,12 @@ class Trainer:
     # -- evaluation, checkpoints, logs -----------------------------------------------------
 
     def evaluate(self) -> dict[str, Any]:
-        """Evaluate the student and every module from ``eval_models`` on the val set."""
+        """Evaluate the student and every module from ``eval_models`` on the val set; the record
+        carries each model's best mIoU so far (:meth:`TrainingState.record_eval`)."""
         run, r = self.run, self.run.recipe
         models = evaluated_models(run)
         metrics: dict[str, Any] = {"iteration": run.iteration, "event": "eval",
-                                   "wall_s": round(self.wall_s, 3)}
+                                   "wall_s": round(self.state.wall_s, 3)}
         for name, model in models.items():
             with self.autocast():
                 result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
@@ -387,7 +389,6 @@ class Trainer:
                                   device=run.device, class_names=run.data.class_names)
             metrics |= {f"{name}/{k}": v for k, v in result.items()}
         self.hook.after_eval(run=run, metrics=metrics)
-        self.last_eval = metrics
         return metrics
 
     def write_metrics(self, record: dict[str, Any]) -> None:
@@ -395,52 +396,48 @@ class Trainer:
         if self.run.out_dir is not None and self.run.is_main:
             append_line(self.run.out_dir / "metrics.jsonl", json.dumps(record, allow_nan=True))
 
-    def headline(self, metrics: dict[str, Any]) -> float:
-        """The number ``best.pt`` tracks: the teacher's mIoU when evaluated, else the student's."""
-        return metrics.get("teacher/miou", metrics["student/miou"])
+    def evaluate_and_record(self) -> bool:
+        """Evaluate, record it in the training state and ``metrics.jsonl``; returns whether the
+        headline model reached a new best."""
+        metrics = self.evaluate()
+        new_best = self.state.record_eval(metrics)
+        self.write_metrics(metrics)
+        return new_best
 
     def train(self) -> dict[str, Any]:
         """Train from ``run.iteration`` to ``optim.iters``; evaluates every ``eval.every`` iterations
-        (or ``eval.every_epochs`` epochs) and at
-        the end; checkpoints every ``run.checkpoint_every``, at the end, at a new best, and when
-        a stop signal arrives (then raises :class:`Stopped` after saving)."""
-        run, r = self.run, self.run.recipe
+        (or ``eval.every_epochs`` epochs) and at the end; checkpoints every
+        ``run.checkpoint_every``, at the end, at a new best, and when a stop signal arrives (then
+        raises :class:`Stopped` after saving). Returns the last evaluation record."""
+        run, r, state = self.run, self.run.recipe, self.state
         run.student.train()
-        started, done_at_start, wall_at_start = time.perf_counter(), run.iteration, self.wall_s
+        started, done_at_start, wall_at_start = time.perf_counter(), state.iteration, state.wall_s
         for labeled, unlabeled in self.batches():
-            if run.iteration >= r.optim.iters:
+            if state.iteration >= r.optim.iters:
                 break
             logs = self.step(labeled, unlabeled)
-            run.iteration += 1
-            self.wall_s = wall_at_start + time.perf_counter() - started
-            last = run.iteration == r.optim.iters
-            if run.iteration % r.run.log_every == 0 or last:
-                self.write_metrics({"iteration": run.iteration, "event": "train",
-                                    "wall_s": round(self.wall_s, 3), **logs,
-                                    **({"skipped_steps": self.skipped_steps} if self.skipped_steps else {})})
+            state.wall_s = wall_at_start + time.perf_counter() - started
+            it, last = state.iteration, state.iteration == r.optim.iters
+            if it % r.run.log_every == 0 or last:
+                self.write_metrics({"iteration": it, "event": "train", "wall_s": round(state.wall_s, 3), **logs,
+                                    **({"skipped_steps": state.skipped_steps} if state.skipped_steps else {})})
                 if self.progress is not None and run.is_main:
-                    rate = (time.perf_counter() - started) / (run.iteration - done_at_start)
-                    self.progress(run.iteration, r.optim.iters, logs, rate * (r.optim.iters - run.iteration))
-            new_best = False
-            if run.iteration % self.eval_every == 0 or last:
-                metrics = self.evaluate()
-                self.write_metrics(metrics)
-                new_best = self.best is None or self.headline(metrics) > self.best
-                self.best = max(self.best or 0.0, self.headline(metrics))
+                    rate = (time.perf_counter() - started) / (it - done_at_start)
+                    self.progress(it, r.optim.iters, logs, rate * (r.optim.iters - it))
+            new_best = (it % self.eval_every == 0 or last) and self.evaluate_and_record()
             stop = self.stop_agreed
-            if self.checkpointer is not None and (run.iteration % r.run.checkpoint_every == 0
-                                                  or last or new_best or stop):
-                self.checkpointer.save(self, best=new_best)
+            if self.checkpointer is not None and (it % r.run.checkpoint_every == 0 or last or new_best or stop):
+                self.checkpointer.save(self.run, best=new_best)
             if stop:
-                raise Stopped(run.iteration, self.stop_signal)
-        if not self.last_eval or self.last_eval["iteration"] != run.iteration:
-            self.write_metrics(self.evaluate())
-        return self.last_eval
+                raise Stopped(it, self.stop_signal)
+        if state.last_eval.get("iteration") != state.iteration:
+            self.evaluate_and_record()
+        return state.last_eval
 
 
 def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:
     """The modules a run evaluates: the student and every module ``eval_models`` names."""
-    return {"student": run.student} | Trainer.merge_named(run.hook.eval_models(run=run), "eval_models")
+    return {"student": run.student} | Trainer.merge_named(run.pm.hook.eval_models(run=run), "eval_models")
 
 
 class NonFiniteLoss(UserError):
