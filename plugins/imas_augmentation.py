@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ssseg.api import (AugmentationPlan, Plugin, Pseudo, Run, StepContext, UnlabeledBatch,
                        View, hookimpl, in_range, positive)
-from ssseg.augment import apply_imas_plan, hard_easy_partners, imas_boxes, sample_imas_plan
+from ssseg.augment import apply_plan, hard_easy_partners, imas_boxes, sample_imas_plan
 from ssseg_plugins.imas_hardness import easiness_of, require_hardness
 
 WEAK_VIEW = "x_w"  # the weak batch as a coefficient-0 view (weak_in_forward)
@@ -127,7 +127,7 @@ class IMASAugmentation(Plugin):
         e = None if adapt == "none" else self._e(hardness).to(unlabeled.image)
         ops = sample_imas_plan(unlabeled.image.shape[0], ctx.generator, self.config.n_ops,
                                magnitude_scale=e if adapt == "magnitude" else None)
-        return functools.partial(apply_imas_plan, plan=ops), e if adapt == "blend" else None
+        return functools.partial(apply_plan, plan=ops), e if adapt == "blend" else None
 
     def _cutmix_fires(self, ctx: StepContext, hardness: Tensor | None, name: str) -> bool:
         """Bernoulli(ē) (or the fixed ``cutmix_prob``) from the shared generator; ē is averaged

@@ -20,7 +20,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import Plugin, Pseudo, Run, StepContext, UnlabeledBatch, UserError, hookimpl, in_range
+from ssseg.api import Plugin, Pseudo, Run, StepContext, UnlabeledBatch, UserError, eval_mode, hookimpl, in_range
 
 
 def require_hardness(run: Run, plugin: str) -> None:
@@ -89,13 +89,8 @@ class IMASHardness(Plugin):
         if ctx.teacher is student:  # online strategy: the pseudo-labels are the student's already
             conf_s, labels_s = pseudo.conf, pseudo.labels
         else:
-            was_training = student.training
-            student.eval()
-            try:
-                with torch.no_grad():
-                    conf_s, labels_s = student(unlabeled.image).softmax(1).max(1)
-            finally:
-                student.train(was_training)
+            with eval_mode(student), torch.no_grad():
+                conf_s, labels_s = student(unlabeled.image).softmax(1).max(1)
         e, rho_t = wsiou_easiness(labels_s, conf_s, pseudo.labels, pseudo.conf, ctx.num_classes,
                             self.config.threshold, self.config.ignore_background)
         hardness = 1 - e

@@ -10,7 +10,7 @@ from ssseg.engine.run import Run
 from ssseg.engine.types import (AugmentationPlan, FeatureRequest, Features, LabeledBatch, LossTerm,
                                 Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 from ssseg.errors import UserError
-from ssseg.models import SegModel
+from ssseg.models import SegModel, eval_mode
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
 from ssseg.recipe.validators import in_range, positive
 
@@ -28,4 +28,4 @@ class Plugin:
 
 __all__ = ["AugmentationPlan", "FeatureRequest", "Features", "HOOKSPEC_VERSION", "LabeledBatch", "LossTerm",
            "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs", "UnlabeledBatch",
-           "UserError", "View", "ViewInput", "all_reduce_sum_", "hookimpl", "in_range", "positive"]
+           "UserError", "View", "ViewInput", "all_reduce_sum_", "eval_mode", "hookimpl", "in_range", "positive"]

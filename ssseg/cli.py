@@ -11,13 +11,13 @@ import signal
 import sys
 from pathlib import Path
 
+from ssseg.cli_options import add_overrides
 from ssseg.errors import UserError
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", type=Path, help="recipe YAML file")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. -o optim.iters=50 (repeatable)")
+    add_overrides(p)
 
 
 def _load(args):

@@ -3,8 +3,9 @@ encoder and decoder can be called separately (feature-perturbation views need it
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import segmentation_models_pytorch as smp
 import torch
@@ -13,6 +14,18 @@ from torch import Tensor, nn
 
 from ssseg.errors import UserError
 from ssseg.recipe.schema import ModelConfig
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (BatchNorm running statistics, no dropout) inside the block, and
+    back in the mode it had afterwards, also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class SegModel(nn.Module):
@@ -94,11 +107,9 @@ class SegModel(nn.Module):
         "decoder": D}`` and ``"decoder_reduction"`` r (input pixels per decoder pixel along each
         axis), from a dry forward in eval mode (the mode and the statistics are unchanged), for
         sizing a head on them and sampling crop-resolution maps onto the decoder grid."""
-        was_training = self.training
-        self.eval()
         side = 2 * self.stride
-        out = self(torch.zeros(1, 3, side, side, device=self.mean.device), features=("encoder", "decoder"))
-        self.train(was_training)
+        with eval_mode(self):
+            out = self(torch.zeros(1, 3, side, side, device=self.mean.device), features=("encoder", "decoder"))
         return {"encoder": tuple(f.shape[1] for f in out["encoder"]), "decoder": out["decoder"].shape[1],
                 "decoder_reduction": side // out["decoder"].shape[-1]}
 

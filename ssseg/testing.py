@@ -118,6 +118,12 @@ def tiny_recipe(patch: Mapping[str, Any] | None = None) -> Recipe:
     return build_recipe(merge(copy.deepcopy(TINY_RECIPE), dict(patch or {})), "<tiny>")
 
 
+def plugin_config(cls: type, params: Mapping[str, Any]) -> Any:
+    """The ``Config`` that a recipe's ``plugins.<cls.name>: params`` gives plugin class ``cls``,
+    validated as ``ssseg train`` validates it (a :class:`UserError` names the key path)."""
+    return structure(cls.Config, dict(params), f"plugins.{cls.name}")
+
+
 def validate_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Load the recipe at ``path`` and build its plugins (configs validated, hooks registered and
     checked) without data or models: the errors ``ssseg train`` would give, in milliseconds."""

@@ -47,7 +47,7 @@ def tiny():
     return tiny_recipe
 
 
-def apply_plan(plan, weak, pseudo):
+def view_of_plan(plan, weak, pseudo):
     """(image, pseudo-labels) of one view built from the weak batch by ``plan``, as the core does."""
     from ssseg.engine.trainer import view_image, view_pseudo
     return view_image(plan, weak.image), view_pseudo(plan, pseudo, pseudo)

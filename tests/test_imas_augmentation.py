@@ -12,7 +12,7 @@ from resume_support import assert_resume_is_exact
 from imas_support import IMAS, make_ctx, two_iterations_are_finite
 from ssseg.api import Pseudo, UnlabeledBatch, View
 from ssseg.engine.run import build_run
-from conftest import apply_plan
+from conftest import view_of_plan
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
 
@@ -67,7 +67,7 @@ def intensity_view(p, gamma, view="strong", seed=0):
     hardness = torch.full((4,), gamma) if isinstance(gamma, float) else gamma
     plan = p.schedule_augmentation(ctx=make_ctx(seed=seed), view=View(view), unlabeled=weak,
                                    pseudo=pseudo, hardness=hardness)
-    return weak.image, plan, apply_plan(plan, weak, pseudo)[0]
+    return weak.image, plan, view_of_plan(plan, weak, pseudo)[0]
 
 
 def test_blend_at_easiness_0_is_the_weak_view_and_at_1_the_strong_view():
@@ -116,7 +116,7 @@ def test_cutmix_sources_are_the_weak_images_and_labels_move_with_the_box():
     plan = plugin().schedule_augmentation(ctx=make_ctx(), view=View("cutmix", 0.5), unlabeled=weak,
                                           pseudo=pseudo, hardness=torch.tensor([0.1, 0.5, 0.9, 0.3]))
     assert plan.photometric is None and plan.blend is None
-    image, mixed = apply_plan(plan, weak, pseudo)
+    image, mixed = view_of_plan(plan, weak, pseudo)
     box, partner = plan.cutmix_box, plan.cutmix_partner
     assert torch.equal(image, torch.where(box.unsqueeze(1), weak.image[partner], weak.image))
     assert torch.equal(mixed.labels, torch.where(box, pseudo.labels[partner], pseudo.labels))

@@ -11,7 +11,7 @@ from ssseg.testing import tiny_recipe
 from resume_support import assert_resume_is_exact
 from imas_support import make_ctx, two_iterations_are_finite
 from ssseg.api import AugmentationPlan, Pseudo, UnlabeledBatch, View
-from conftest import apply_plan
+from conftest import view_of_plan
 from ssseg.engine.trainer import product_of, weighted_view_loss
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
@@ -63,7 +63,7 @@ def test_cutmix_view_is_weighted_by_the_receiving_image():
     box = torch.zeros(2, 5, 6, dtype=torch.bool)
     box[:, 1:4, 2:5] = True
     weak = UnlabeledBatch(torch.rand(2, 3, 5, 6), pseudo.valid)
-    _, mixed = apply_plan(AugmentationPlan(cutmix_box=box, cutmix_partner=torch.tensor([1, 0])), weak, pseudo)
+    _, mixed = view_of_plan(AugmentationPlan(cutmix_box=box, cutmix_partner=torch.tensor([1, 0])), weak, pseudo)
     loss = core_loss(logits, mixed, hardness, View("cutmix", 0.5))
     assert loss.item() == pytest.approx(paper_loss(logits, mixed, hardness).item(), rel=1e-6)
     only_0 = paper_loss(logits[:1], Pseudo(mixed.labels[:1], mixed.conf[:1], mixed.valid[:1]), torch.zeros(1)) / 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View
 from ssseg.engine.run import build_run
-from conftest import apply_plan
+from conftest import view_of_plan
 from resume_support import assert_resume_is_exact, step_logs
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
@@ -43,7 +43,7 @@ def strong_view(plugin, batch, pseudo, seed):
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
     view = plugin.plan_views(ctx=ctx, hardness=None)[0]
     plan = plugin.schedule_augmentation(ctx=ctx, view=view, unlabeled=batch, pseudo=pseudo, hardness=None)
-    return plan, apply_plan(plan, batch, pseudo)
+    return plan, view_of_plan(plan, batch, pseudo)
 
 
 def encoded_batch(b, h, w, seed):

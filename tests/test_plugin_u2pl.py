@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import yaml
 from torch import nn
 
-from conftest import apply_plan, tiny_recipe_dict
+from conftest import view_of_plan, tiny_recipe_dict
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View, hookimpl
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
@@ -259,7 +259,7 @@ def test_cutmix_decision_is_shared_across_ranks_and_the_partner_is_the_next_imag
         "boxes are per rank"
     plan = next(p for p in plans[0] if p is not None)
     assert plan.cutmix_partner.tolist() == [1, 2, 3, 0]
-    image, mixed = apply_plan(plan, batch, pseudo)
+    image, mixed = view_of_plan(plan, batch, pseudo)
     src = (image[:, 1] * 3).round().long()
     assert torch.equal(src, torch.where(plan.cutmix_box, (index + 1) % 4, index))
     assert torch.equal((image[:, 0] * 3).round().long(), mixed.labels), "ŷ moves with the image"

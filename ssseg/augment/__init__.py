@@ -11,14 +11,9 @@ from ssseg.augment.photometric import (
     sample_imas_plan,
 )
 
-apply_imas_plan = apply_plan  # one applier serves both plan kinds
-apply_fixmatch_plan = apply_plan
-
 __all__ = [
     "OP_NAMES",
     "PhotometricPlan",
-    "apply_fixmatch_plan",
-    "apply_imas_plan",
     "apply_plan",
     "blend",
     "box_masks",

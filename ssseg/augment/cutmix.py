@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ssseg.augment.draws import uniform
+
 
 def box_masks(top: Tensor, left: Tensor, height: Tensor, width: Tensor, size: tuple[int, int]) -> Tensor:
     """Boolean masks ``[B, H, W]``, true on rows ``[top, top + height)`` x columns ``[left, left + width)``.
@@ -22,11 +24,6 @@ def box_masks(top: Tensor, left: Tensor, height: Tensor, width: Tensor, size: tu
     in_rows = (rows >= top.unsqueeze(1)) & (rows < (top + height).unsqueeze(1))
     in_cols = (cols >= left.unsqueeze(1)) & (cols < (left + width).unsqueeze(1))
     return in_rows.unsqueeze(2) & in_cols.unsqueeze(1)
-
-
-def _uniform(low: float, high: float, size: int, generator: torch.Generator) -> Tensor:
-    draw = torch.rand(size, generator=generator, device=generator.device, dtype=torch.float64)
-    return low + (high - low) * draw
 
 
 def fixmatch_boxes(
@@ -46,11 +43,11 @@ def fixmatch_boxes(
     """
     height_px, width_px = size
     device = generator.device
-    target = _uniform(*area, batch_size, generator) * height_px * width_px
+    target = uniform(*area, batch_size, generator, torch.float64) * height_px * width_px
     waiting = torch.rand(batch_size, generator=generator, device=device) < p
     top, left, height, width = (torch.zeros(batch_size, dtype=torch.long, device=device) for _ in range(4))
     while bool(waiting.any()):
-        ratio = _uniform(*aspect, batch_size, generator)
+        ratio = uniform(*aspect, batch_size, generator, torch.float64)
         box_w = torch.sqrt(target / ratio).long()
         box_h = torch.sqrt(target * ratio).long()
         x = torch.randint(width_px, (batch_size,), generator=generator, device=device)
@@ -73,7 +70,7 @@ def imas_boxes(
     """
     height_px, width_px = size
     device = generator.device
-    v = _uniform(*side, 1, generator)
+    v = uniform(*side, 1, generator, torch.float64)
     box_h = (height_px * v).long().expand(batch_size)
     box_w = (width_px * v).long().expand(batch_size)
     centre_y = torch.randint(height_px // 16, height_px, (batch_size,), generator=generator, device=device)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssseg.augment.draws import uniform
 from ssseg.augment.levels import apply_tables, histograms, quantize, ramp
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # PIL's "L" conversion (ITU-R 601-2 luma)
@@ -271,13 +272,11 @@ def op_id(name: str) -> int:
 class PhotometricPlan:
     """Per-sample op sequence: ``ops[b, j]`` (id into ``OP_NAMES``) with parameter ``params[b, j]``.
 
-    Ops apply left to right. ``magnitudes`` (iMAS plans only) holds the drawn strength in [0, 1)
-    before ``magnitude_scale``; ``params`` is what is applied.
+    Ops apply left to right; ``params`` is what is applied.
     """
 
     ops: Tensor
     params: Tensor
-    magnitudes: Tensor | None = None
 
 
 def _resolve_params(ops: Tensor, magnitudes: Tensor, signs: Tensor, scale: Tensor) -> Tensor:
@@ -307,11 +306,7 @@ def sample_imas_plan(
         magnitude_scale = torch.ones(batch_size)
     scale = magnitude_scale.to(device, torch.float32).view(-1, 1)
     params = _resolve_params(ops, magnitudes, signs, scale)
-    return PhotometricPlan(ops=ops, params=params, magnitudes=magnitudes)
-
-
-def _uniform(low: float, high: float, size: int, generator: torch.Generator) -> Tensor:
-    return low + (high - low) * torch.rand(size, generator=generator, device=generator.device)
+    return PhotometricPlan(ops=ops, params=params)
 
 
 def _chance(p: float, size: int, generator: torch.Generator) -> Tensor:
@@ -340,10 +335,10 @@ def sample_fixmatch_plan(
     jitter_ops = torch.tensor([op_id(name) for name in jitter_names], device=device)
     jitter_params = torch.stack(
         (
-            _uniform(1 - b_range, 1 + b_range, batch_size, generator),
-            _uniform(1 - c_range, 1 + c_range, batch_size, generator),
-            _uniform(1 - s_range, 1 + s_range, batch_size, generator),
-            _uniform(-h_range, h_range, batch_size, generator),
+            uniform(1 - b_range, 1 + b_range, batch_size, generator),
+            uniform(1 - c_range, 1 + c_range, batch_size, generator),
+            uniform(1 - s_range, 1 + s_range, batch_size, generator),
+            uniform(-h_range, h_range, batch_size, generator),
         ),
         dim=1,
     )
@@ -351,7 +346,7 @@ def sample_fixmatch_plan(
     jittered = _chance(p_jitter, batch_size, generator).unsqueeze(1)
     gray = _chance(p_gray, batch_size, generator)
     blurred = _chance(p_blur, batch_size, generator)
-    sigma = _uniform(*blur_sigma, batch_size, generator)
+    sigma = uniform(*blur_sigma, batch_size, generator)
     ops = torch.cat(
         (
             torch.where(jittered, jitter_ops[order], IDENTITY),

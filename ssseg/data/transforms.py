@@ -22,11 +22,8 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from ssseg.augment.draws import uniform
 from ssseg.data.base import IGNORE_INDEX
-
-
-def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
 
 def _randint(hi_inclusive: int, generator: torch.Generator | None) -> int:
@@ -52,7 +49,8 @@ class WeakPipeline:
         image = tv_tensors.Image(image)
         mask = tv_tensors.Mask(mask) if mask is not None else None
         h, w = image.shape[-2:]
-        factor = _uniform(*self.scale, generator)
+        lo, hi = self.scale
+        factor = lo + (hi - lo) * float(uniform(0.0, 1.0, (), generator))  # in double precision
         if factor != 1.0:
             h, w = max(1, round(h * factor)), max(1, round(w * factor))
             # antialiasing only matters when shrinking; torch's antialiased kernels break on

@@ -25,6 +25,7 @@ from ssseg.engine.types import (AugmentationPlan, Features, LabeledBatch, LossTe
                                 StudentOutputs, UnlabeledBatch, ViewInput)
 from ssseg.errors import UserError
 from ssseg.files import append_line
+from ssseg.models import eval_mode
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
@@ -206,11 +207,9 @@ class Trainer:
         """The teacher (or the student, for online strategies) in eval mode on the weak view,
         with the teacher features plugins asked for."""
         teacher = self.run.teacher if self.run.teacher is not None else self.run.student
-        was_training = teacher.training
-        teacher.eval()
         wanted = self.run.features.teacher
-        out = teacher(unlabeled.image, features=wanted) if wanted else teacher(unlabeled.image)
-        teacher.train(was_training)
+        with eval_mode(teacher):
+            out = teacher(unlabeled.image, features=wanted) if wanted else teacher(unlabeled.image)
         if not wanted:
             return Pseudo.from_logits(out, unlabeled.valid)
         return Pseudo.from_logits(out["logits"], unlabeled.valid,

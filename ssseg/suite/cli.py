@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from ssseg.cli_options import add_overrides
 
 
 def cmd_suite_run(args) -> int:
@@ -49,11 +50,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value in every run, e.g. -o optim.iters=50 (repeatable)")
-
-
 def register(subparsers) -> None:
     """Add ``suite run``, ``suite report`` and ``predict`` to the ``ssseg`` subcommands."""
     suite = subparsers.add_parser("suite", help="run and report comparison/ablation suites")
@@ -63,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="output folder (default: runs/suites/<suite name>)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, train nothing")
-    _overrides(p)
+    add_overrides(p, "in every run")
     p.set_defaults(func=cmd_suite_run)
     p = sub.add_parser("report", help="write report.md, report.csv and figures of a suite folder")
     p.add_argument("dir", type=Path, help="the suite's output folder")
@@ -76,5 +72,5 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="student", help="student (default) or teacher")
-    _overrides(p)
+    add_overrides(p)
     p.set_defaults(func=cmd_predict)
