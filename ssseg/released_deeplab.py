@@ -221,8 +221,10 @@ def load_official_weights(encoder: DeepStemResNet, state: Mapping[str, Any], pat
         "has wrongly shaped": [k for k in own if k in given and (not torch.is_tensor(given[k])
                                                                 or given[k].shape != own[k].shape)],
     }
+    hint = ("; its conv1.weight is a 7×7 stem (torchvision, timm): this arch needs the deep-stem checkpoint "
+            "the iMAS and UniMatch READMEs link (docs/recipes.md)") if "conv1.weight" in given else ""
     for problem, keys in problems.items():
         if keys:
             raise UserError(f"model.encoder_weights: {path} is not the official deep-stem {encoder.name} "
-                            f"ImageNet checkpoint: it {problem} keys ({len(keys)}: {', '.join(keys[:3])})")
+                            f"ImageNet checkpoint: it {problem} keys ({len(keys)}: {', '.join(keys[:3])}){hint}")
     encoder.load_state_dict(given, strict=False)

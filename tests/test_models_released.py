@@ -142,6 +142,8 @@ def test_checkpoint_counters_are_optional(model):
      r"has wrongly shaped keys \(1: conv1\.6\.weight\)"),
     (lambda s: s.update({f"layer3.{u}.conv1.weight": torch.zeros(256, 1024, 1, 1) for u in range(6, 23)}),
      r"has unexpected keys \(17: layer3\.10\.conv1\.weight, layer3\.11\.conv1\.weight, layer3\.12\.conv1\.weight\)"),
+    (lambda s: s.update({"conv1.weight": torch.zeros(64, 3, 7, 7)}), r"has unexpected keys \(1: conv1\.weight\); "
+     r"its conv1\.weight is a 7×7 stem \(torchvision, timm\): this arch needs the deep-stem checkpoint"),
 ])
 def test_a_checkpoint_that_does_not_fit_is_a_user_error_naming_file_and_keys(model, edit, message):
     state = official_state()
@@ -173,7 +175,7 @@ def test_smp_deeplabv3plus_aspp_dropout_option_reaches_smp():
 @pytest.mark.slow
 def test_a_unimatch_step_with_the_released_model():
     """The trainer's UniMatch step (feature perturbation included) on the embedded data."""
-    recipe = tiny_recipe_dict({"plugins": {"unimatch": {}}})
+    recipe = tiny_recipe_dict({"plugins": {"unimatch": {}}, "data": {"batch_labeled": 1, "batch_unlabeled": 1}})
     recipe["model"] = {"arch": ARCH, "encoder": "resnet50"}
     trainer = Trainer(build_run(build_recipe(recipe, "<tiny>")))
     before = trainer.run.student.net.decoder.fuse[1][0].weight.clone()
