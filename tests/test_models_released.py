@@ -15,7 +15,7 @@ from ssseg.errors import UserError
 from ssseg.models import build_model
 from ssseg.recipe.load import build_recipe
 from ssseg.recipe.schema import ModelConfig
-from ssseg.released_deeplab import load_official_weights, stage_plan
+from ssseg.released_deeplab import UNITS, DeepStemResNet, load_official_weights, stage_plan
 
 ARCH = "DeepLabV3PlusReleased"
 R50 = (3, 4, 6, 3)
@@ -118,9 +118,19 @@ def test_recipe_options_and_official_weights_reach_the_model(tmp_path):
     convs = [unit.conv2 for unit in model.net.encoder.layer4]
     assert [(c.dilation[0], c.padding[0], c.stride[0]) for c in convs] == [(4, 4, 1), (8, 8, 1), (16, 16, 1)]
     assert [b[0].dilation[0] for b in model.net.decoder.aspp.branches] == [1, 12, 24, 36]
-    out = model(torch.rand(2, 3, 33, 33), aux_rows=1, features=("encoder",))
+    x = torch.rand(2, 3, 33, 33)
+    out = model(x, aux_rows=1, features=("encoder",))
     assert [f.shape[-1] for f in out["encoder"]] == [33, 9, 5, 5, 5]
     assert out["aux"].shape == (1, 3, 33, 33)
+    assert torch.allclose(model.use_channels_last()(x), out["logits"], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet101"])
+def test_encoder_keys_and_shapes_are_the_official_checkpoints(name):
+    with torch.device("meta"):
+        own = DeepStemResNet(name, 16, False).state_dict()
+    official = {k: v.shape for k, v in official_state(UNITS[name]).items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in own.items() if not k.endswith("num_batches_tracked")} == official
 
 
 def test_checkpoint_counters_are_optional(model):
