@@ -1,5 +1,6 @@
-"""Segmentation models from segmentation-models-pytorch, wrapped so any input size works and the
-encoder and decoder can be called separately (feature-perturbation views need it)."""
+"""Segmentation models from segmentation-models-pytorch, or the released DeepLabV3+ of iMAS and
+UniMatch (:mod:`ssseg.released_deeplab`), wrapped so any input size works and the encoder and
+decoder can be called separately (feature-perturbation views need it)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssseg import released_deeplab
 from ssseg.errors import UserError
 from ssseg.recipe.schema import ModelConfig
 
@@ -29,10 +31,12 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 class SegModel(nn.Module):
-    """An smp model that takes images in [0, 1] of any size and returns logits of the same size.
+    """A network with smp's interface (``encoder``, ``decoder``, ``segmentation_head``) that takes
+    images in [0, 1] of any size and returns logits of the same size.
 
-    The input is normalised with ``mean``/``std``, zero-padded at the bottom and right to a
-    multiple of the encoder's output stride, and the logits are cropped back.
+    The input is normalised with ``mean``/``std``, zero-padded at the bottom and right to the
+    multiple the network needs (``stride``: the encoder's output stride for smp models), and the
+    logits are cropped back.
     """
 
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
@@ -107,7 +111,7 @@ class SegModel(nn.Module):
         "decoder": D}`` and ``"decoder_reduction"`` r (input pixels per decoder pixel along each
         axis), from a dry forward in eval mode (the mode and the statistics are unchanged), for
         sizing a head on them and sampling crop-resolution maps onto the decoder grid."""
-        side = 2 * self.stride
+        side = 2 * max(self.stride, 32)  # a multiple of every output stride
         with eval_mode(self):
             out = self(torch.zeros(1, 3, side, side, device=self.mean.device), features=("encoder", "decoder"))
         return {"encoder": tuple(f.shape[1] for f in out["encoder"]), "decoder": out["decoder"].shape[1],
@@ -121,30 +125,45 @@ class SegModel(nn.Module):
 
 
 def _divisor(net: nn.Module) -> int:
-    """The size multiple the network needs (the encoder's output stride)."""
-    return int(getattr(net.encoder, "output_stride", 32))
+    """The size multiple the network needs: ``net.input_multiple`` where the network declares
+    one, else the encoder's output stride (smp's decoders need it)."""
+    return int(getattr(net, "input_multiple", getattr(net.encoder, "output_stride", 32)))
 
 
 def build_model(cfg: ModelConfig, num_classes: int) -> SegModel:
-    """The recipe's model: ``smp.<arch>(encoder_name=encoder, classes=...)`` with random weights,
-    or encoder weights from the local file ``encoder_weights``."""
+    """The recipe's model: the released DeepLabV3+ (``arch: DeepLabV3PlusReleased``) or
+    ``smp.<arch>(encoder_name=encoder, classes=...)``, with random weights or encoder weights
+    from the local file ``encoder_weights``."""
+    classes = cfg.classes or num_classes
+    if cfg.arch == released_deeplab.ARCH:
+        net = released_deeplab.build(cfg.encoder, classes, cfg.options)
+        load = released_deeplab.load_official_weights
+    else:
+        net, load = smp_net(cfg, classes), load_encoder_weights
+    if cfg.encoder_weights is not None:
+        path = Path(cfg.encoder_weights)
+        load(net.encoder, read_state_dict(path), path)
+    aux = auxiliary_head(net.encoder.out_channels[-2], classes) if cfg.aux_head else None
+    return SegModel(net, cfg.mean, cfg.std, aux)
+
+
+def smp_net(cfg: ModelConfig, classes: int) -> nn.Module:
+    """``smp.<arch>(encoder_name=encoder, classes=classes, **options)`` with random weights and
+    without the encoder stages it never runs."""
     arch = getattr(smp, cfg.arch, None)
     if not isinstance(arch, type) or not issubclass(arch, nn.Module):
         valid = sorted(n for n in dir(smp) if isinstance(getattr(smp, n), type)
                        and issubclass(getattr(smp, n), nn.Module) and n[0].isupper()
                        and n not in {"SegmentationModel"} and "Encoder" not in n)
-        raise UserError(f"model.arch: unknown architecture {cfg.arch!r}; valid: {', '.join(valid)}")
-    classes = cfg.classes or num_classes
+        raise UserError(f"model.arch: unknown architecture {cfg.arch!r}; valid: "
+                        f"{', '.join(valid + [released_deeplab.ARCH])}")
     try:
         net = arch(encoder_name=cfg.encoder, encoder_weights=None, classes=classes, **cfg.options)
     except (KeyError, ValueError, TypeError) as err:
         raise UserError(f"model: cannot build {cfg.arch} with encoder {cfg.encoder!r} and "
                         f"options {cfg.options}: {err}") from None
     drop_unused_stages(net.encoder)
-    if cfg.encoder_weights is not None:
-        load_encoder_weights(net.encoder, Path(cfg.encoder_weights))
-    aux = auxiliary_head(net.encoder.out_channels[-2], classes) if cfg.aux_head else None
-    return SegModel(net, cfg.mean, cfg.std, aux)
+    return net
 
 
 def drop_unused_stages(encoder: nn.Module) -> None:
@@ -162,8 +181,9 @@ def auxiliary_head(in_channels: int, classes: int) -> nn.Module:
                          nn.ReLU(inplace=True), nn.Conv2d(256, classes, 1))
 
 
-def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
-    """Load a local state dict into ``encoder`` (classifier keys such as ``fc.*`` are ignored)."""
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The state dict in the local file ``path`` (``torch.load(weights_only=True)``; a top-level
+    ``state_dict`` entry is unwrapped); a missing, unreadable or non-mapping file is a UserError."""
     if not path.is_file():
         raise UserError(f"model.encoder_weights: file not found: {path}")
     try:
@@ -171,6 +191,14 @@ def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"model.encoder_weights: cannot read {path}: {err}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise UserError(f"model.encoder_weights: {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_encoder_weights(encoder: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load the state dict ``state`` (read from ``path``) into an smp ``encoder`` (classifier keys
+    such as ``fc.*`` are ignored)."""
     own = encoder.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:

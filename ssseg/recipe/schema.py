@@ -18,11 +18,13 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @attrs.frozen
 class ModelConfig:
-    """``model:`` a segmentation-models-pytorch architecture.
+    """``model:`` a segmentation-models-pytorch architecture, or ``DeepLabV3PlusReleased`` (the
+    released iMAS/UniMatch DeepLabV3+, :mod:`ssseg.released_deeplab`).
 
     ``encoder_weights`` is null (random init) or the path of a local state-dict file for the
     encoder; nothing is downloaded. ``classes`` defaults to the dataset's class count.
-    ``options`` are passed to the smp constructor (for example ``encoder_output_stride: 16``).
+    ``options`` are passed to the smp constructor (for example ``encoder_output_stride: 16``), or
+    are the released model's ``output_stride`` and ``multi_grid``.
     ``aux_head`` adds an auxiliary head on the encoder's stage-3 features, trained with the
     supervised loss × ``aux_weight`` on the labeled images (the Cityscapes recipes).
     """
