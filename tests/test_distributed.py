@@ -3,6 +3,7 @@ counted once, and only rank 0 writes."""
 
 from __future__ import annotations
 
+import pytest
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from ssseg.cli import main
 TESTS = Path(__file__).parent
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe_dict({

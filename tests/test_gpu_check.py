@@ -22,6 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           cwd=SCRIPT.parents[1], timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_without_cuda_the_full_check_says_so_and_fails(tmp_path):
     proc = run("--out", str(tmp_path))
@@ -29,6 +30,7 @@ def test_without_cuda_the_full_check_says_so_and_fails(tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_quick_runs_every_section_and_writes_the_table_and_the_json(tmp_path):
     proc = run("--quick", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]

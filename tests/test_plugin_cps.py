@@ -300,6 +300,7 @@ def run_two_ranks(args, timeout=240):
     return [(p.wait(), p.stderr.read()) for p in procs]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_keeps_both_networks_identical_on_every_rank(tmp_path):
     script = tmp_path / "train_cps.py"
     script.write_text(DDP_SCRIPT)

@@ -338,6 +338,7 @@ class RecordingU2PL(U2PL):
             f.write(" ".join(f"{q.shape[0]}:{float(q.sum()):.4f}" for q in self.queues) + "\n")
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_gathers_the_keys_of_every_rank(tmp_path):
     """Under DDP (the representation head wrapped) each rank enqueues the keys of both ranks, in
     rank order, so the queues agree although the ranks see different images."""

@@ -49,6 +49,7 @@ def test_an_existing_folder_is_a_user_error(tmp_path):
         scaffold("my_idea", tmp_path)
 
 
+@pytest.mark.slow
 def test_scaffolded_package_installs_lists_itself_and_passes_its_tests(tmp_path, capsys):
     package = tmp_path / "pkg"
     assert new_plugin("sharp-idea", "--dir", str(package)) == 0
