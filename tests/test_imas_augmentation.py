@@ -12,6 +12,8 @@ from resume_support import assert_resume_is_exact
 from imas_support import IMAS, make_ctx, two_iterations_are_finite
 from ssseg.api import Pseudo, UnlabeledBatch, View
 from ssseg.engine.run import build_run
+from ssseg.engine.trainer import Trainer
+from ssseg.augment import hard_easy_partners
 from conftest import view_of_plan
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
@@ -168,11 +170,48 @@ def test_without_adaptation_no_estimator_is_needed():
     build_run(tiny_recipe({"plugins": {"imas_augmentation": {"adapt": "none", "cutmix": False}}}))
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"adapt": "magnitude", "weak_in_forward": True}, {"views": "unimatch"},
-    {"cutmix_prob": 0.5, "cutmix_pairing": "random"}, {"adapt": "none", "cutmix": False}])
-def test_two_iterations_are_finite(options):
+PLAN_FIELDS = ("photometric", "blend", "cutmix_box")
+INTENSITY, BLENDED, CUTMIX = ("photometric",), ("photometric", "blend"), ("cutmix_box",)
+
+
+@pytest.mark.parametrize("options, views, parts", [
+    ({}, {"strong": ("image", 0.5, BLENDED), "cutmix": ("image", 0.5, CUTMIX)},
+     ["labeled", "strong", "cutmix"]),
+    ({"adapt": "magnitude", "weak_in_forward": True},   # scaled magnitudes: no blend; x_w in the forward
+     {"strong": ("image", 0.5, INTENSITY), "cutmix": ("image", 0.5, CUTMIX), "x_w": ("image", 0.0, None)},
+     ["labeled", "strong", "cutmix", "x_w"]),
+    ({"views": "unimatch"},
+     {"s1": ("image", 0.25, BLENDED + CUTMIX), "s2": ("image", 0.25, BLENDED), "fp": ("feature", 0.5, None)},
+     ["labeled", "weak", "s1", "s2"]),
+    ({"adapt": "none", "cutmix": False}, {"strong": ("image", 1.0, INTENSITY)}, ["labeled", "strong"]),
+])
+def test_each_option_plans_its_views(options, views, parts):
+    """The views, coefficients, plan parts and student-forward parts each option produces, and a
+    finite loss over two iterations."""
+    trainer = Trainer(build_run(tiny_recipe({"plugins": {**IMAS, "imas_augmentation": options}})))
+    prepared = trainer.prepare(*next(trainer.batches()))
+    planned = {name: (v.view.kind, v.view.coef, None if v.plan is None else
+                      tuple(f for f in PLAN_FIELDS if getattr(v.plan, f) is not None))
+               for name, v in prepared.views.items()}
+    assert planned == views
+    assert [name for name, _ in prepared.batch.parts] == parts
     two_iterations_are_finite({**IMAS, "imas_augmentation": options})
+
+
+@pytest.mark.parametrize("pairing", ["hard_easy", "random"])
+def test_cutmix_pairing_option(pairing):
+    """hard_easy: the hardest image takes its box from the easiest (every step); random: other
+    partners at some step."""
+    recipe = tiny_recipe({"data": {"batch_unlabeled": 4}, "plugins": {
+        **IMAS, "imas_augmentation": {"cutmix_prob": 1.0, "cutmix_pairing": pairing}}})
+    trainer = Trainer(build_run(recipe))
+    labeled, unlabeled = next(trainer.batches())
+    same = []
+    for step in range(4):
+        prepared = trainer.prepare(labeled, unlabeled, trainer.context(step))
+        partner = prepared.views["cutmix"].plan.cutmix_partner
+        same.append(torch.equal(partner, hard_easy_partners(prepared.hardness)))
+    assert all(same) if pairing == "hard_easy" else not all(same)
 
 
 def test_resume_continues_exactly(tmp_path):
