@@ -1,5 +1,6 @@
-"""Pictures of predictions: colour-coded masks in the dataset's palette, overlays, and the suite
-report's grid of validation images predicted by each variant beside the ground truth."""
+"""Pictures of predictions: colour-coded masks in the dataset's palette, overlays, the suite
+report's grid of validation images predicted by each variant beside the ground truth, and the
+same grid for the models one run evaluates."""
 
 from __future__ import annotations
 
@@ -118,6 +119,35 @@ def grid(columns: dict[str, list[Image.Image]]) -> Image.Image:
     return canvas
 
 
+def val_columns(run: Run, count: int) -> tuple[list[dict[str, Tensor]], dict[str, list[Image.Image]]]:
+    """The first ``count`` validation samples, and their ``image`` and ``ground truth`` columns."""
+    samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
+    return samples, {"image": [to_pil(s["image"]) for s in samples],
+                     "ground truth": [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
+                                      for s in samples]}
+
+
+def prediction_column(run: Run, module: torch.nn.Module, samples: list[dict[str, Tensor]]) -> list[Image.Image]:
+    """``module``'s colour-coded predictions of ``samples``, predicted in eval mode (its mode is
+    restored afterwards)."""
+    was_training = module.training
+    module.eval()
+    column = [colour_mask(predict_mask(run, module, s["image"]), run.data.palette) for s in samples]
+    module.train(was_training)
+    return column
+
+
+def evaluation_grid(run: Run, count: int = 4) -> Image.Image:
+    """The first ``count`` validation images, their ground truth, and the prediction of each
+    model the run evaluates (the student and every ``eval_models`` answer), as a grid image."""
+    from ssseg.engine.trainer import evaluated_models
+
+    samples, columns = val_columns(run, count)
+    for name, module in evaluated_models(run).items():
+        columns[name] = prediction_column(run, module, samples)
+    return grid(columns)
+
+
 def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
     variant's student prediction (first seed with a finished run, its ``last.pt``)."""
@@ -130,13 +160,9 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
         run_dir = results.run_dir(variant, min(results.evals[variant]))
         recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
         run, module = load_model(recipe, run_dir / "last.pt", needs="val")
-        samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
-        if not columns:
-            columns["image"] = [to_pil(s["image"]) for s in samples]
-            columns["ground truth"] = [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
-                                       for s in samples]
-        columns[variant] = [colour_mask(predict_mask(run, module, s["image"]), run.data.palette)
-                            for s in samples]
+        samples, first = val_columns(run, count)
+        columns = columns or first
+        columns[variant] = prediction_column(run, module, samples)
     if not columns:
         raise UserError("no finished run to predict with")
     grid(columns).save(out / "predictions.png")
