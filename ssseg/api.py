@@ -13,6 +13,7 @@ from ssseg.errors import UserError
 from ssseg.models import SegModel, eval_mode
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
 from ssseg.recipe.validators import in_range, positive
+from ssseg.suite.predict import evaluation_grid
 
 
 class Plugin:
@@ -28,4 +29,5 @@ class Plugin:
 
 __all__ = ["AugmentationPlan", "FeatureRequest", "Features", "HOOKSPEC_VERSION", "LabeledBatch", "LossTerm",
            "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs", "UnlabeledBatch",
-           "UserError", "View", "ViewInput", "all_reduce_sum_", "eval_mode", "hookimpl", "in_range", "positive"]
+           "UserError", "View", "ViewInput", "all_reduce_sum_", "eval_mode", "evaluation_grid", "hookimpl",
+           "in_range", "positive"]

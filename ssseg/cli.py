@@ -44,11 +44,13 @@ def _summary(metrics: dict) -> str:
 def cmd_train(args) -> int:
     """Train a recipe; writes recipe.yaml, metrics.jsonl, last.pt and best.pt into the output
     folder, checked before anything is built. SIGINT/SIGTERM save a checkpoint after the current
-    step and exit. ``--resume`` continues with the folder's own recipe.yaml."""
+    step and exit. ``--resume`` continues with the folder's own recipe.yaml. ``--tensorboard``
+    adds the ``tensorboard`` plugin (event files in the folder's ``tensorboard/``)."""
     from ssseg.engine.run_folder import RunFolder
 
     folder = RunFolder(args.out or Path("runs") / args.recipe.stem)
-    recipe = folder.open(args.recipe, args.override, args.resume)
+    overrides = args.override + (["plugins.tensorboard={}"] if args.tensorboard else [])
+    recipe = folder.open(args.recipe, overrides, args.resume)
 
     from ssseg.engine import checkpoint
     from ssseg.engine.distributed import init_from_env
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the folder's last.pt with the folder's recipe.yaml "
                         "(-o may change optim.iters, eval.* and run.*)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard in <out>/tensorboard (the tensorboard plugin; "
+                        "needs pip install 'ssseg[tensorboard]')")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     _recipe_args(p)

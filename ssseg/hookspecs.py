@@ -192,5 +192,7 @@ def eval_models(run: "Run") -> "dict[str, nn.Module] | None":
 
 
 @_kind("observer")
-def after_eval(run: "Run", metrics: "dict[str, Any]") -> None:
-    """**observer**, after each evaluation with ``{"iteration", "<model>/miou", ...}``."""
+def after_eval(run: "Run", metrics: "dict[str, Any]", models: "dict[str, nn.Module]") -> None:
+    """**observer**, after each evaluation with ``{"iteration", "<model>/miou", ...}`` and the
+    evaluated ``models`` by name (the student and every ``eval_models`` answer), for example to
+    draw their predictions."""

@@ -53,7 +53,7 @@ class Progress:
         self.style = style or pick_style(self.stream)
         self.done, self.fields = 0, {}
         self.started = self.last_line = time.monotonic()
-        self.printed = False
+        self.printed, self.printed_at = False, -1  # whether a line was printed; at which count
         self.bar = None
         if self.style == "bar":
             from tqdm import tqdm
@@ -97,16 +97,16 @@ class Progress:
 
     def _line(self) -> None:
         print(self.line(), file=self.stream, flush=True)
-        self.last_line, self.printed = time.monotonic(), True
+        self.last_line, self.printed, self.printed_at = time.monotonic(), True, self.done
 
     def close(self) -> None:
-        """End the display: close the bar, or print the final plain line if any was printed."""
+        """End the display: close the bar, or print the final plain line if any line was printed
+        and the last one is not already final."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.style == "plain" and self.printed:
+        elif self.style == "plain" and self.printed and self.printed_at != self.done:
             self._line()
-            self.printed = False
 
 
 def track(items: Iterable[T], total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> Iterator[T]:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssseg.engine.evaluate import predict, sliding_probs, window_starts
+from ssseg.engine.evaluate import evaluate, predict, sliding_probs, window_starts
 from ssseg.metrics import ConfusionMatrix
 from ssseg.recipe.schema import EvalConfig
 
@@ -80,3 +80,26 @@ def test_sliding_window_batch_sets_windows_per_forward_not_the_result(window_bat
     assert len(batches) == forwards and sum(batches) == 9  # default on a CPU: one window a forward
     reference = sliding_probs(Conv(), image, window=8, stride=4, num_classes=4, batch=1).argmax(0)
     assert torch.equal(pred, reference)
+
+
+def sliding_evaluation(**kwargs):
+    """A sliding evaluation of 3 images of 10², 4 windows of 6 each (stride 4, one per forward)."""
+    data = [{"image": torch.rand(3, 10, 10), "mask": torch.zeros(10, 10, dtype=torch.long)} for _ in range(3)]
+    cfg = EvalConfig(mode="sliding", window=6, stride=4, window_batch=2)
+    return evaluate(Conv(), data, cfg, crop=6, num_classes=4, ignore_index=255, device=torch.device("cpu"),
+                    desc="eval student", **kwargs)
+
+
+def test_evaluation_progress_counts_images_and_windows_with_an_eta(monkeypatch, capsys):
+    monkeypatch.setenv("SSSEG_PROGRESS", "plain")
+    sliding_evaluation(progress_every_s=0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("eval student: 0/3 images (0%), windows 2")  # within the first image
+    assert lines[2].startswith("eval student: 1/3 images (33%), windows 4, ") and "eta" in lines[2]
+    assert lines[-1].startswith("eval student: 3/3 images (100%), windows 12, ")
+
+
+def test_a_short_evaluation_prints_nothing(monkeypatch, capsys):
+    monkeypatch.setenv("SSSEG_PROGRESS", "plain")
+    sliding_evaluation()
+    assert capsys.readouterr().err == ""

@@ -18,9 +18,10 @@ def test_long_wait_prints_count_rate_eta_and_a_final_line():
     with Progress(4, "eval", "images", stream=out, style="plain", every_s=0) as p:
         p.note(running=2)
         p.update()
+        p.update()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("eval: 1/4 images (25%), running 2, ") and "eta" in lines[0]
-    assert len(lines) == 2  # the final line at close
+    assert len(lines) == 2 and lines[1].startswith("eval: 2/4 images (50%)")  # no extra final line
 
 
 def test_off_prints_nothing():
@@ -48,3 +49,10 @@ def test_style_from_environment(monkeypatch):
 @pytest.mark.parametrize("s, text", [(42, "42 s"), (210, "3.5 min"), (7560, "2.1 h")])
 def test_eta_text(s, text):
     assert eta_text(s) == text
+
+
+def test_the_final_line_is_printed_once_when_the_last_update_printed_it():
+    out = io.StringIO()
+    with Progress(3, "x", stream=out, style="plain", every_s=0) as p:
+        p.update(3)
+    assert out.getvalue().splitlines() == ["x: 3/3 it (100%), " + out.getvalue().split("(100%), ")[1].strip()]

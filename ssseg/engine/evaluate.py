@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from ssseg.engine.distributed import all_reduce_sum_, broadcast_buffers_, rank_and_world
 from ssseg.metrics import ConfusionMatrix
+from ssseg.progress import Progress
 from ssseg.recipe.schema import EvalConfig
 
 
@@ -23,11 +24,12 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int,
-                  num_classes: int, batch: int = 8) -> Tensor:
+def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int, num_classes: int,
+                  batch: int = 8, on_windows: Callable[[int], None] | None = None) -> Tensor:
     """Softmax probabilities summed over sliding windows, ``[C,H,W]`` for ``image`` ``[3,H,W]``.
 
-    Windows are batched; a window larger than the image shrinks to the image.
+    Windows are batched; a window larger than the image shrinks to the image. ``on_windows(n)``
+    is told of each batch of ``n`` windows done.
     """
     _, h, w = image.shape
     wh, ww = min(window, h), min(window, w)
@@ -39,34 +41,49 @@ def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int,
         probs = model(crops).softmax(1)
         for (y, x), p in zip(chunk, probs):
             total[:, y: y + wh, x: x + ww] += p
+        if on_windows is not None:
+            on_windows(len(chunk))
     return total
 
 
 @torch.no_grad()
-def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_classes: int) -> Tensor:
-    """Class indices ``[H,W]`` for one image ``[3,H,W]`` by the recipe's evaluation mode."""
+def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
+            on_windows: Callable[[int], None] | None = None) -> Tensor:
+    """Class indices ``[H,W]`` for one image ``[3,H,W]`` by the recipe's evaluation mode
+    (``on_windows``: see :func:`sliding_probs`)."""
     if cfg.mode == "whole":
         return model(image[None])[0].argmax(0)
     window = cfg.window or crop
     stride = cfg.stride or max(1, window * 2 // 3)
     batch = cfg.window_batch or (8 if image.is_cuda else 1)  # batching measured slower on a CPU
-    return sliding_probs(model, image, window, stride, num_classes, batch).argmax(0)
+    return sliding_probs(model, image, window, stride, num_classes, batch, on_windows).argmax(0)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, num_classes: int,
-             ignore_index: int, device: torch.device, class_names: tuple[str, ...] = ()) -> dict[str, Any]:
-    """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks)."""
+             ignore_index: int, device: torch.device, class_names: tuple[str, ...] = (),
+             desc: str = "eval", progress_every_s: float = 10.0) -> dict[str, Any]:
+    """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks). Rank 0
+    shows the progress of a wait longer than ``progress_every_s`` as ``desc``: its images, the
+    windows in sliding mode, and the ETA (:class:`~ssseg.progress.Progress`, on stderr)."""
     was_training = model.training
     model.eval()
     broadcast_buffers_(model)
     rank, world = rank_and_world()
     count = len(dataset) if cfg.max_images is None else min(cfg.max_images, len(dataset))
     cm = ConfusionMatrix(num_classes, ignore_index)
-    for index in range(rank, count, world):
-        sample = dataset[index]
-        pred = predict(model, sample["image"].to(device), cfg, crop, num_classes)
-        cm.update(pred, sample["mask"].to(device))
+    mine = range(rank, count, world)
+    with Progress(len(mine), desc, "images", every_s=progress_every_s,
+                  style="off" if rank else None) as progress:
+        def count_windows(n: int) -> None:
+            progress.note(windows=progress.fields.get("windows", 0) + n)
+            progress.update(0)
+
+        for index in mine:
+            sample = dataset[index]
+            pred = predict(model, sample["image"].to(device), cfg, crop, num_classes, count_windows)
+            cm.update(pred, sample["mask"].to(device))
+            progress.update()
     if world > 1:
         cm.matrix = all_reduce_sum_(cm.matrix.to(device)).cpu()
     model.train(was_training)

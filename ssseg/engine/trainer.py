@@ -385,9 +385,9 @@ class Trainer:
             with self.autocast():
                 result = evaluate(model, run.data.val, r.eval, crop=r.data.crop,
                                   num_classes=run.data.num_classes, ignore_index=run.data.ignore_index,
-                                  device=run.device, class_names=run.data.class_names)
+                                  device=run.device, class_names=run.data.class_names, desc=f"eval {name}")
             metrics |= {f"{name}/{k}": v for k, v in result.items()}
-        self.hook.after_eval(run=run, metrics=metrics)
+        self.hook.after_eval(run=run, metrics=metrics, models=models)
         return metrics
 
     def write_metrics(self, record: dict[str, Any]) -> None:

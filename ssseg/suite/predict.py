@@ -1,5 +1,6 @@
-"""Pictures of predictions: colour-coded masks in the dataset's palette, overlays, and the suite
-report's grid of validation images predicted by each variant beside the ground truth."""
+"""Pictures of predictions: colour-coded masks in the dataset's palette, overlays, the suite
+report's grid of validation images predicted by each variant beside the ground truth, and the
+same grid for the models one run evaluates."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from ssseg.errors import UserError
+from ssseg.models import eval_mode
 from ssseg.recipe.schema import Recipe
 
 if TYPE_CHECKING:
@@ -118,6 +120,30 @@ def grid(columns: dict[str, list[Image.Image]]) -> Image.Image:
     return canvas
 
 
+def val_columns(run: Run, count: int) -> tuple[list[dict[str, Tensor]], dict[str, list[Image.Image]]]:
+    """The first ``count`` validation samples, and their ``image`` and ``ground truth`` columns."""
+    samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
+    return samples, {"image": [to_pil(s["image"]) for s in samples],
+                     "ground truth": [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
+                                      for s in samples]}
+
+
+def prediction_column(run: Run, module: torch.nn.Module, samples: list[dict[str, Tensor]]) -> list[Image.Image]:
+    """``module``'s colour-coded predictions of ``samples``, predicted in eval mode (its mode is
+    restored afterwards)."""
+    with eval_mode(module):
+        return [colour_mask(predict_mask(run, module, s["image"]), run.data.palette) for s in samples]
+
+
+def evaluation_grid(run: Run, models: dict[str, torch.nn.Module], count: int = 4) -> Image.Image:
+    """The first ``count`` validation images, their ground truth, and each of ``models``'
+    predictions (``after_eval`` passes the evaluated ones), as a grid image."""
+    samples, columns = val_columns(run, count)
+    for name, module in models.items():
+        columns[name] = prediction_column(run, module, samples)
+    return grid(columns)
+
+
 def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
     variant's student prediction (first seed with a finished run, its ``last.pt``)."""
@@ -130,13 +156,9 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
         run_dir = results.run_dir(variant, min(results.evals[variant]))
         recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
         run, module = load_model(recipe, run_dir / "last.pt", needs="val")
-        samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
-        if not columns:
-            columns["image"] = [to_pil(s["image"]) for s in samples]
-            columns["ground truth"] = [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
-                                       for s in samples]
-        columns[variant] = [colour_mask(predict_mask(run, module, s["image"]), run.data.palette)
-                            for s in samples]
+        samples, first = val_columns(run, count)
+        columns = columns or first
+        columns[variant] = prediction_column(run, module, samples)
     if not columns:
         raise UserError("no finished run to predict with")
     grid(columns).save(out / "predictions.png")
