@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from ssseg.engine.distributed import all_reduce_sum_, broadcast_buffers_, rank_and_world
 from ssseg.metrics import ConfusionMatrix
+from ssseg.models import eval_mode
 from ssseg.progress import Progress
 from ssseg.recipe.schema import EvalConfig
 
@@ -66,15 +67,13 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, 
     """mIoU of ``model`` over ``dataset`` (each image counted once across DDP ranks). Rank 0
     shows the progress of a wait longer than ``progress_every_s`` as ``desc``: its images, the
     windows in sliding mode, and the ETA (:class:`~ssseg.progress.Progress`, on stderr)."""
-    was_training = model.training
-    model.eval()
     broadcast_buffers_(model)
     rank, world = rank_and_world()
     count = len(dataset) if cfg.max_images is None else min(cfg.max_images, len(dataset))
     cm = ConfusionMatrix(num_classes, ignore_index)
     mine = range(rank, count, world)
-    with Progress(len(mine), desc, "images", every_s=progress_every_s,
-                  style="off" if rank else None) as progress:
+    with eval_mode(model), Progress(len(mine), desc, "images", every_s=progress_every_s,
+                                    style="off" if rank else None) as progress:
         def count_windows(n: int) -> None:
             progress.note(windows=progress.fields.get("windows", 0) + n)
             progress.update(0)
@@ -86,7 +85,6 @@ def evaluate(model: nn.Module, dataset: Dataset, cfg: EvalConfig, *, crop: int, 
             progress.update()
     if world > 1:
         cm.matrix = all_reduce_sum_(cm.matrix.to(device)).cpu()
-    model.train(was_training)
     iou = cm.iou()
     names = class_names or tuple(str(i) for i in range(num_classes))
     return {
