@@ -165,7 +165,8 @@ class CPS(Plugin):
     @hookimpl
     def request_features(self, run: Run) -> FeatureRequest | None:
         """The released pairing: a second weak view of every unlabeled image (u_b)."""
-        return FeatureRequest(second_view=True) if self.config.cutmix and self.config.released_pairing else None
+        c = self.config
+        return FeatureRequest(second_view=True) if c.cutmix and c.released_pairing else None
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -224,7 +225,8 @@ class CPS(Plugin):
         if plan.cutmix_donor == "view":
             return mix(plan.cutmix_box, plan.cutmix_partner, y1, y2)
         u_b = unlabeled.second.image[plan.cutmix_partner]
-        return mix_from(plan.cutmix_box, [ctx.student(u_b).argmax(1), ctx.modules[F2](u_b).argmax(1)], [y1, y2])
+        donors = [ctx.student(u_b).argmax(1), ctx.modules[F2](u_b).argmax(1)]
+        return mix_from(plan.cutmix_box, donors, [y1, y2])
 
     # -- evaluation ---------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class FixMatch(Plugin):
         c = self.config
         b, _, h, w = unlabeled.image.shape
         draw_strong = functools.partial(sample_fixmatch_plan, b, ctx.generator, p_jitter=c.p_jitter,
-                                   p_gray=c.p_gray, p_blur=c.p_blur)
+                                        p_gray=c.p_gray, p_blur=c.p_blur)
         photometric = functools.partial(apply_plan, plan=draw_strong())
         box = fixmatch_boxes(b, (h, w), ctx.generator, p=c.p_cutmix).to(ctx.device)
         if c.mix_partner == "other_image":

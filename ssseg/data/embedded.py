@@ -20,9 +20,10 @@ Recipe::
 
 ``split`` is the number of labeled training images, or ``"all"`` (no unlabeled set). ``crop``
 smaller than ``size`` random-crops the training views; larger pads them (image in
-``data.pad_color``, mask 255, ``valid`` False on the padding). ``flip`` flips training views horizontally at random. The val
-set is always at full size. ``root`` and ``scale`` are not used (nothing is read from disk; the
-objects are already drawn at many sizes, and a 0.5x rescale of a 32 px image would erase shapes).
+``data.pad_color``, mask 255, ``valid`` False on the padding). ``flip`` flips training views
+horizontally at random. The val set is always at full size. ``root`` and ``scale`` are not used
+(nothing is read from disk; the objects are already drawn at many sizes, and a 0.5x rescale of a
+32 px image would erase shapes).
 See docs/embedded-dataset.md for the design and the measured label-budget gap.
 """
 
