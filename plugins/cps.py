@@ -44,9 +44,8 @@ Differences from the released code:
   fk(u_a) and fk(u_b), since u_b = u_π here (BatchNorm batch statistics do not depend on the order).
 - Pairing: the released loaders give u_a[i] and u_b[i] the same image under two random crops, the
   same pairing every epoch (the authors meant different images); the default here is a random
-  partner image. ``released_pairing: true`` keeps the same image (π = identity), but ssseg loads one
-  crop per unlabeled image, so the mixed image is u itself: CutMix becomes a no-op and only the
-  no-gradient pseudo-label forwards and the unlabeled-only L_cps remain.
+  partner image. ``released_pairing: true`` pastes from another random weak view of the same image
+  (``unlabeled.second``, π = identity), and the targets inside the boxes come from fk of that view.
 - f2's supervised loss is plain CE; f1's is whatever answers ``supervised_loss`` (``ohem``). The
   released Cityscapes configs use OHEM for both networks.
 - f2's auxiliary head (``model.aux_head``) gets no loss; the released networks have none.
@@ -62,9 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import (AugmentationPlan, LabeledBatch, LossTerm, Plugin, Run, StepContext,
+from ssseg.api import (AugmentationPlan, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run, StepContext,
                        StudentOutputs, UnlabeledBatch, UserError, View, ViewInput, hookimpl)
-from ssseg.augment import box_masks, mix
+from ssseg.augment import box_masks, mix, mix_from
 
 F2 = "cps_f2"  # the name of f2 in run.modules / ctx.modules
 PLAIN, MIXED = "u", "mix"  # the student's (f1's) unlabeled view, without and with CutMix
@@ -129,8 +128,8 @@ class CPS(Plugin):
     @attrs.frozen
     class Config:
         """``cutmix``: the CPS + CutMix variant. ``f2_seed``: f2's initialisation seed (default:
-        the recipe's seed + 1). ``released_pairing``: with CutMix, the partner is the image itself
-        (see the module docstring). ``evaluate_f2``: evaluate f2 beside f1."""
+        the recipe's seed + 1). ``released_pairing``: with CutMix, the partner is another weak view
+        of the image itself (see the module docstring). ``evaluate_f2``: evaluate f2 beside f1."""
 
         cutmix: bool = False
         f2_seed: int | None = None
@@ -163,6 +162,12 @@ class CPS(Plugin):
         """No teacher: f1 and f2 make each other's targets."""
         return "none"
 
+    @hookimpl
+    def request_features(self, run: Run) -> FeatureRequest | None:
+        """The released pairing: a second weak view of every unlabeled image (u_b)."""
+        c = self.config
+        return FeatureRequest(second_view=True) if c.cutmix and c.released_pairing else None
+
     # -- the step ----------------------------------------------------------------------------
 
     @hookimpl
@@ -173,15 +178,18 @@ class CPS(Plugin):
     @hookimpl
     def schedule_augmentation(self, ctx: StepContext, view: View,
                               unlabeled: UnlabeledBatch) -> AugmentationPlan | None:
-        """With CutMix: M from :func:`cps_boxes` and π (a random cycle, or the identity with
-        ``released_pairing``), per-sample draws from ``ctx.generator``. Plain CPS: u unchanged."""
+        """With CutMix: M from :func:`cps_boxes` and π (a random cycle; with ``released_pairing``
+        the identity into the second weak view), per-sample draws from ``ctx.generator``. Plain
+        CPS: u unchanged."""
         c = self.config
         if not c.cutmix:
             return None
         b, _, h, w = unlabeled.image.shape
-        box = cps_boxes(b, (h, w), ctx.generator)
-        partner = torch.arange(b) if c.released_pairing else random_cycle(b, ctx.generator)
-        return AugmentationPlan(cutmix_box=box.to(ctx.device), cutmix_partner=partner.to(ctx.device))
+        box = cps_boxes(b, (h, w), ctx.generator).to(ctx.device)
+        if c.released_pairing:
+            return AugmentationPlan(cutmix_box=box, cutmix_partner=torch.arange(b, device=ctx.device),
+                                    cutmix_donor="second")
+        return AugmentationPlan(cutmix_box=box, cutmix_partner=random_cycle(b, ctx.generator).to(ctx.device))
 
     @hookimpl
     def extra_losses(self, ctx: StepContext, labeled: LabeledBatch, unlabeled: UnlabeledBatch | None,
@@ -208,12 +216,17 @@ class CPS(Plugin):
     @torch.no_grad()
     def mixed_targets(self, ctx: StepContext, unlabeled: UnlabeledBatch,
                       plan: AugmentationPlan) -> tuple[Tensor, Tensor]:
-        """Y1, Y2 = argmax fk(u), mixed with the plan's M and π; train mode (BatchNorm batch
-        statistics, as released), no gradient. f2 goes through ``ctx.modules`` (DDP syncs
-        buffers; without a gradient no backward is prepared)."""
+        """Y1, Y2 = argmax fk(u), mixed with the plan's M and π (inside M: argmax fk(u_b) of the
+        second view with the released pairing); train mode (BatchNorm batch statistics, as
+        released), no gradient. f2 goes through ``ctx.modules`` (DDP syncs buffers; without a
+        gradient no backward is prepared)."""
         y1 = ctx.student(unlabeled.image).argmax(1)
         y2 = ctx.modules[F2](unlabeled.image).argmax(1)
-        return mix(plan.cutmix_box, plan.cutmix_partner, y1, y2)
+        if plan.cutmix_donor == "view":
+            return mix(plan.cutmix_box, plan.cutmix_partner, y1, y2)
+        u_b = unlabeled.second.image[plan.cutmix_partner]
+        donors = [ctx.student(u_b).argmax(1), ctx.modules[F2](u_b).argmax(1)]
+        return mix_from(plan.cutmix_box, donors, [y1, y2])
 
     # -- evaluation ---------------------------------------------------------------------------
 

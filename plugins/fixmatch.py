@@ -13,9 +13,13 @@ With ``pseudo_labels: student_train`` (the released code) ŷ and conf come from 
 train-mode forward of cat(x, x_w) (its BatchNorm statistics; detached), while the mix partner's
 come from the eval-mode forward, as the released code labels its separate mix batch.
 
-The mix batch is the batch reversed (image i receives from image B−1−i), which the spec allows and
-which never pairs an image with itself for even B. The threshold τ comes from
-``confidence_threshold``, the halves from ``unsup: {weight: 0.5, supervised_weight: 0.5}``.
+The mix partner (``mix_partner``): ``other_image`` (default) is the batch reversed (image i
+receives from image B−1−i, never itself for even B); ``same_image`` is the released pairing:
+the released loop zips the unlabeled loader with itself, and the two passes of one epoch's
+sampler yield the same images in the same order under independent augmentation, so image i
+receives from another random weak view of the same image (``unlabeled.second``), strong-augmented
+with its own draws and labelled by the teacher in eval mode (UniMatch issue #51). The threshold τ
+comes from ``confidence_threshold``, the halves from ``unsup: {weight: 0.5, supervised_weight: 0.5}``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, Plugin, Pseudo, Run, StepContext, UnlabeledBatch, View, hookimpl,
-                       in_range)
+from ssseg.api import (AugmentationPlan, FeatureRequest, Plugin, Pseudo, Run, StepContext, UnlabeledBatch,
+                       View, hookimpl, in_range)
 from ssseg.augment.cutmix import fixmatch_boxes
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
 
@@ -43,18 +47,26 @@ class FixMatch(Plugin):
         """Probabilities of A_s's colour jitter, grayscale and blur, and of CutMix.
         ``pseudo_labels``: ``teacher`` (the eval-mode teacher or online student labels x_w) or
         ``student_train`` (released: ŷ from the student's train-mode forward of cat(x, x_w),
-        detached; the mix partner labelled in eval mode)."""
+        detached; the mix partner labelled in eval mode). ``mix_partner``: ``other_image`` (the
+        reversed batch) or ``same_image`` (another random weak view of the same image, as
+        released)."""
 
         p_jitter: float = attrs.field(default=0.8, validator=in_range(0, 1))
         p_gray: float = attrs.field(default=0.2, validator=in_range(0, 1))
         p_blur: float = attrs.field(default=0.5, validator=in_range(0, 1))
         p_cutmix: float = attrs.field(default=0.5, validator=in_range(0, 1))
         pseudo_labels: Literal["teacher", "student_train"] = "teacher"
+        mix_partner: Literal["other_image", "same_image"] = "other_image"
 
     @hookimpl
     def pseudo_label_source(self, run: Run) -> str:
         """Where ŷ comes from (``pseudo_labels``)."""
         return self.config.pseudo_labels
+
+    @hookimpl
+    def request_features(self, run: Run) -> FeatureRequest | None:
+        """A second weak view of every unlabeled image with ``mix_partner: same_image``."""
+        return FeatureRequest(second_view=True) if self.config.mix_partner == "same_image" else None
 
     @hookimpl
     def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
@@ -65,12 +77,17 @@ class FixMatch(Plugin):
     def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch,
                               pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan:
         """Fresh per-sample draws of A_s and of a CutMix box from ``ctx.generator`` on every call,
-        so two views of one step are independent; the partner is the reversed batch."""
+        so two views of one step are independent; the partner is the reversed batch, or
+        (``same_image``) the same image's second weak view under its own draw of A_s."""
         c = self.config
         b, _, h, w = unlabeled.image.shape
-        photometric = sample_fixmatch_plan(b, ctx.generator, p_jitter=c.p_jitter, p_gray=c.p_gray,
-                                           p_blur=c.p_blur)
-        box = fixmatch_boxes(b, (h, w), ctx.generator, p=c.p_cutmix)
-        return AugmentationPlan(photometric=functools.partial(apply_plan, plan=photometric),
-                                cutmix_box=box.to(ctx.device),
-                                cutmix_partner=torch.arange(b - 1, -1, -1, device=ctx.device))
+        draw_strong = functools.partial(sample_fixmatch_plan, b, ctx.generator, p_jitter=c.p_jitter,
+                                        p_gray=c.p_gray, p_blur=c.p_blur)
+        photometric = functools.partial(apply_plan, plan=draw_strong())
+        box = fixmatch_boxes(b, (h, w), ctx.generator, p=c.p_cutmix).to(ctx.device)
+        if c.mix_partner == "other_image":
+            return AugmentationPlan(photometric=photometric, cutmix_box=box,
+                                    cutmix_partner=torch.arange(b - 1, -1, -1, device=ctx.device))
+        return AugmentationPlan(photometric=photometric, cutmix_box=box,
+                                cutmix_partner=torch.arange(b, device=ctx.device), cutmix_donor="second",
+                                donor_photometric=functools.partial(apply_plan, plan=draw_strong()))

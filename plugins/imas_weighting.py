@@ -7,8 +7,9 @@ e_i = 1 − γ_i:
     L   = (1 / B) · Σ_i e_i · ℓ_i
 
 This plugin contributes the factor e_i ``[B]`` (no gradient, not normalised by Σe); the threshold
-1[conf ≥ τ] comes from ``confidence_threshold``, and the core's view loss
-Σ weight·valid·CE / Σ valid is L whenever no pixel is padding. On a CutMix view the weights index
+1[conf ≥ τ] comes from ``confidence_threshold``, and the core's view loss is L exactly with
+``unsup.normalize: pixels`` (Σ weight·CE / (B·H·W), padding included, as released), and with the
+default Σ weight·valid·CE / Σ valid whenever no pixel is padding. On a CutMix view the weights index
 the receiving image, so image i is weighted by its own e_i as the paper asks.
 """
 

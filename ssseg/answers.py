@@ -70,9 +70,14 @@ def _views(answer: Any, kwargs: dict) -> str | None:
 
 
 def _plan(answer: Any, kwargs: dict) -> str | None:
-    if isinstance(answer, AugmentationPlan):
-        return None
-    return f"expected an AugmentationPlan, got {describe(answer)}"
+    if not isinstance(answer, AugmentationPlan):
+        return f"expected an AugmentationPlan, got {describe(answer)}"
+    if answer.cutmix_donor not in ("view", "second"):
+        return f"cutmix_donor must be 'view' or 'second', got {describe(answer.cutmix_donor)}"
+    if answer.cutmix_donor == "second" and kwargs["unlabeled"].second is None:
+        return ("cutmix_donor 'second' pastes from the second weak view, which no plugin asked for: "
+                "answer request_features with FeatureRequest(second_view=True)")
+    return None
 
 
 def _scalar(answer: Any, kwargs: dict) -> str | None:

@@ -35,7 +35,7 @@ def test_a_working_setup_puts_the_venv_on_path_and_leaves_the_options_alone():
         pytest.skip("the project's venv is not set up here (bash .ci/run sets it up)")
     out = bash('set +e +u; source .ci/setup; echo "status=$? flags=$- venv=$VENV"; false; '
                'command -v python; echo alive')
-    assert f"status=0 " in out.stdout and f"venv={venv}" in out.stdout
+    assert "status=0 " in out.stdout and f"venv={venv}" in out.stdout
     assert f"{venv}/bin/python" in out.stdout and "alive" in out.stdout
     flags = out.stdout.split("flags=")[1].split()[0]
     assert "e" not in flags and "u" not in flags

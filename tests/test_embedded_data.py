@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -100,6 +101,14 @@ def test_padding_is_ignored_and_not_valid():
     assert bool((lab["mask"][32:, :] == IGNORE_INDEX).all()) and bool((lab["mask"][:, 32:] == IGNORE_INDEX).all())
     assert int(lab["mask"][:32, :32].max()) < NUM_CLASSES
     assert int(unl["valid"].sum()) == 32 * 32 and not bool(unl["valid"][32:].any())
+
+
+def test_pad_color_fills_the_padding_of_labeled_and_unlabeled_crops():
+    bundle = build_data(attrs.evolve(cfg(crop=40, flip=False), pad_color="imagenet_mean"))
+    for sample in (bundle.labeled[0], bundle.unlabeled[0]):
+        padding = sample["image"][:, 32:, :].reshape(3, -1)
+        assert torch.equal((padding * 255).round(), torch.tensor([[123.], [116.], [103.]]).expand_as(padding))
+    assert not bool(bundle.unlabeled[0]["valid"][32:].any())
 
 
 def test_crop_and_flip_are_views_of_the_image():

@@ -29,12 +29,12 @@ def fixed_case(b=3, c=4, h=5, w=6, seed=0):
     return logits, pseudo, hardness
 
 
-def core_loss(logits, pseudo, hardness, view=View("strong")):
+def core_loss(logits, pseudo, hardness, view=View("strong"), normalize="valid"):
     """The core's view loss with the weights of confidence_threshold × imas_weighting."""
     ctx = make_ctx()
     answers = [instantiate(k, p).weight_loss(ctx=ctx, view=view, pseudo=pseudo, hardness=hardness)
                for k, p in (("confidence_threshold", {"threshold": TAU}), ("imas_weighting", {}))]
-    return weighted_view_loss(logits, pseudo, product_of(answers, pseudo.conf))
+    return weighted_view_loss(logits, pseudo, product_of(answers, pseudo.conf), normalize)
 
 
 def paper_loss(logits, pseudo, hardness):
@@ -68,6 +68,26 @@ def test_cutmix_view_is_weighted_by_the_receiving_image():
     assert loss.item() == pytest.approx(paper_loss(logits, mixed, hardness).item(), rel=1e-6)
     only_0 = paper_loss(logits[:1], Pseudo(mixed.labels[:1], mixed.conf[:1], mixed.valid[:1]), torch.zeros(1)) / 2
     assert loss.item() == pytest.approx(only_0.item(), rel=1e-6)
+
+
+def test_padded_crops_need_pixels_normalisation_to_equal_the_released_loss():
+    # a hand-made batch of 2 images of 2 x 2 pixels, 2 classes; image 1's right column is padding
+    logits = torch.tensor([[[[2., 0.], [0., 1.]], [[0., 0.], [1., 0.]]],
+                           [[[1., 3.], [0., 2.]], [[0., 0.], [2., 0.]]]])
+    labels = torch.tensor([[[0, 1], [1, 0]], [[0, 0], [1, 0]]])
+    conf = torch.tensor([[[0.9, 0.7], [0.5, 0.8]], [[0.9, 0.9], [0.9, 0.9]]])
+    valid = torch.tensor([[[True, True], [True, True]], [[True, False], [True, False]]])
+    pseudo, hardness = Pseudo(labels, conf, valid), torch.tensor([0.5, 0.0])
+    ce = -logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    w = (conf >= TAU) * torch.tensor([0.5, 1.0]).view(2, 1, 1)  # 1[conf ≥ τ] · e_i
+    # iMAS: per image the mean over its H·W = 4 pixels (padding included), then the mean over B
+    released = (w * ce).sum((1, 2)).div(4).mean()
+    assert core_loss(logits, pseudo, hardness, normalize="pixels").item() == pytest.approx(released.item(), rel=1e-6)
+    assert released.item() == pytest.approx(paper_loss(logits, pseudo, hardness).item(), rel=1e-6)
+    # the default leaves the 2 padding pixels out of the sum and the count: Σ over 6 valid pixels / 6
+    default = (w * ce * valid).sum() / 6
+    assert core_loss(logits, pseudo, hardness).item() == pytest.approx(default.item(), rel=1e-6)
+    assert abs(default.item() - released.item()) > 1e-3
 
 
 @settings(max_examples=30, deadline=None)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssseg.engine.evaluate import evaluate, predict, sliding_probs, window_starts
+from ssseg.engine.evaluate import evaluate, predict, sliding_probs, window_spans, window_starts
 from ssseg.metrics import ConfusionMatrix
 from ssseg.recipe.schema import EvalConfig
 
@@ -103,3 +103,47 @@ def test_a_short_evaluation_prints_nothing(monkeypatch, capsys):
     monkeypatch.setenv("SSSEG_PROGRESS", "plain")
     sliding_evaluation()
     assert capsys.readouterr().err == ""
+
+
+def released_windows(h: int, w: int, window: int) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of every window, as the released iMAS and UniMatch evaluation
+    loops walk the image: rows and columns from 0 in steps of int(window·2/3) while inside the image,
+    each window cut at the border."""
+    step, boxes, row = int(window * 2 / 3), [], 0
+    while row < h:
+        col = 0
+        while col < w:
+            boxes.append((row, min(h, row + window), col, min(w, col + window)))
+            col += step
+        row += step
+    return boxes
+
+
+def spans_to_boxes(h: int, w: int, window: int, stride: int, tiling: str) -> list[tuple[int, int, int, int]]:
+    return [(y0, y1, x0, x1) for y0, y1 in window_spans(h, window, stride, tiling)
+            for x0, x1 in window_spans(w, window, stride, tiling)]
+
+
+@pytest.mark.parametrize("window", [769, 801])
+def test_released_tiling_is_the_released_loop_on_cityscapes(window):
+    stride = window * 2 // 3  # EvalConfig's default stride: 512 at 769, 534 at 801
+    released = spans_to_boxes(1024, 2048, window, stride, "released")
+    assert released == released_windows(1024, 2048, window)
+    assert len(released) == 8 and released[-1] == (stride, 1024, 3 * stride, 2048)  # truncated corner
+    shifted = spans_to_boxes(1024, 2048, window, stride, "shifted")  # full windows, the last moved in
+    assert shifted[-1] == (1024 - window, 1024, 2048 - window, 2048) and shifted != released
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 60), w=st.integers(1, 60), window=st.integers(2, 40))
+def test_released_tiling_follows_the_loop_for_any_size(h, w, window):
+    assert spans_to_boxes(h, w, window, int(window * 2 / 3), "released") == released_windows(h, w, window)
+
+
+def test_released_tiling_sums_every_window_including_truncated_ones():
+    image = torch.rand(3, 10, 13)
+    total = sliding_probs(Conv(), image, window=6, stride=4, num_classes=4, tiling="released")
+    counts = torch.zeros(10, 13)
+    for y0, y1, x0, x1 in released_windows(10, 13, 6):
+        counts[y0:y1, x0:x1] += 1
+    torch.testing.assert_close(total.sum(0), counts)

@@ -21,7 +21,7 @@ from resume_support import assert_resume_is_exact
 from ssseg.api import UnlabeledBatch, UserError, View
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer
+from ssseg.engine.trainer import Trainer, view_image
 from ssseg.plugin_manager import instantiate
 from ssseg_plugins.cps import F2, CPS, cps_box_fractions, cps_boxes, random_cycle
 
@@ -253,6 +253,26 @@ def test_plan_draws_boxes_and_partners_per_step(config, identity):
     assert plain.schedule_augmentation(ctx=ctx, view=View("u", 0.0), unlabeled=batch) is None
 
 
+def test_released_pairing_pastes_another_view_of_the_same_image_with_its_own_targets():
+    plugin = instantiate("cps", {"cutmix": True, "released_pairing": True})
+    assert plugin.request_features(run=None).second_view
+    g = torch.Generator().manual_seed(0)
+    valid = torch.ones(3, 16, 16, dtype=torch.bool)
+    second = UnlabeledBatch(image=torch.rand(3, 3, 16, 16, generator=g), valid=valid)
+    batch = UnlabeledBatch(image=torch.rand(3, 3, 16, 16, generator=g), valid=valid, second=second)
+    f1, f2 = torch.nn.Conv2d(3, 5, 1), torch.nn.Conv2d(3, 5, 1)
+    ctx = SimpleNamespace(generator=g, device=torch.device("cpu"), student=f1, modules={F2: f2})
+    plan = plugin.schedule_augmentation(ctx=ctx, view=View("mix", 0.0), unlabeled=batch)
+    assert plan.cutmix_donor == "second" and plan.cutmix_partner.tolist() == [0, 1, 2]
+    image = view_image(plan, batch.image, second.image)
+    box = plan.cutmix_box.unsqueeze(1).expand_as(image)
+    assert torch.equal(image[box], second.image[box]) and torch.equal(image[~box], batch.image[~box])
+    y1, y2 = plugin.mixed_targets(ctx, batch, plan)
+    for y, f in ((y1, f1), (y2, f2)):
+        with torch.no_grad():
+            assert torch.equal(y, torch.where(plan.cutmix_box, f(second.image).argmax(1), f(batch.image).argmax(1)))
+
+
 # -- 5. two processes -------------------------------------------------------------------------
 
 DDP_SCRIPT = """
@@ -260,7 +280,7 @@ import sys
 import torch
 from ssseg.engine.distributed import init_from_env
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer
+from ssseg.engine.trainer import Trainer, view_image
 from ssseg.testing import tiny_recipe
 
 init_from_env()

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from resume_support import assert_resume_is_exact, step_logs
-from ssseg.api import UnlabeledBatch, UserError, Pseudo
+from ssseg.answers import answer_problem
+from ssseg.api import AugmentationPlan, UnlabeledBatch, UserError, Pseudo
+from ssseg.data.base import build_data
 from ssseg.engine.run import build_run
+from ssseg.engine.sampling import SeededSamples
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
 
@@ -62,3 +65,65 @@ def test_total_is_half_of_supervised_plus_weighted_views(tmp_path, tiny):
 def test_resume_continues_with_the_same_draws(tmp_path, tiny):
     """Resuming from the checkpoint of step 2 gives step 3 of an uninterrupted run exactly."""
     assert_resume_is_exact(tiny({**RECIPE, "optim": {"iters": 3}}), tmp_path)
+
+
+# -- the released mix partner: another random weak view of the same image ----------------------
+
+SAME_IMAGE = {"unsup": {"weight": 0.5, "supervised_weight": 0.5},
+              "data": {"crop": 24},  # crops of the 32 px embedded images: two views differ
+              "plugins": {"unimatch": {"mix_partner": "same_image", "pseudo_labels": "student_train",
+                                       "p_cutmix": 1},
+                          "confidence_threshold": {"threshold": 0.2}}}
+
+
+def windows_of(full, crop):
+    """Every crop x crop window of ``full`` ``[3,H,W]``, unflipped and flipped."""
+    h, w = full.shape[-2:]
+    return [v for t in range(h - crop + 1) for l in range(w - crop + 1)
+            for v in (full[:, t:t + crop, l:l + crop], full[:, t:t + crop, l:l + crop].flip(-1))]
+
+
+def test_the_second_view_is_another_crop_of_the_same_image_and_leaves_the_first_unchanged(tiny):
+    dataset = build_data(tiny(SAME_IMAGE).data).unlabeled
+    paired, single = SeededSamples(dataset, second_view=True), SeededSamples(dataset)
+    for index, seed in ((0, 11), (5, 12)):
+        sample = paired[(index, seed)]
+        assert torch.equal(sample["image"], single[(index, seed)]["image"])  # first view as without it
+        full = dataset.images[int(dataset.indices[index])].float() / 255
+        first, second = sample["image"], sample["second"]["image"]
+        assert any(torch.equal(second, v) for v in windows_of(full, 24)) and not torch.equal(first, second)
+
+
+def test_same_image_partner_is_the_second_view_labelled_like_the_released_code(tiny):
+    trainer = Trainer(build_run(tiny(SAME_IMAGE)))
+    labeled, unlabeled = next(trainer.batches())
+    second = unlabeled.second
+    assert second is not None and second.image.shape == unlabeled.image.shape
+    prepared = trainer.prepare(labeled, unlabeled)
+    student = trainer.run.student.eval()
+    with torch.no_grad():
+        mix_pseudo = Pseudo.from_logits(student(second.image), second.valid)  # released: eval mode on u_w_mix
+    student.train()
+    assert torch.equal(prepared.second_pseudo.labels, mix_pseudo.labels)
+    outputs = trainer.forward(prepared)
+    own = Pseudo.from_logits(outputs.weak, unlabeled.valid)  # released: the train-mode forward of cat(x, u_w)
+    relabeled = trainer.relabel(prepared, outputs)
+    for name in ("s1", "s2"):
+        plan, view = relabeled.views[name].plan, relabeled.views[name]
+        assert plan.cutmix_donor == "second" and plan.cutmix_partner.tolist() == [0, 1]
+        box = plan.cutmix_box
+        assert box.any() and not box.all()
+        donor = plan.donor_photometric(second.image)
+        assert torch.equal(view.image.permute(1, 0, 2, 3)[:, box], donor.permute(1, 0, 2, 3)[:, box])
+        for field in ("labels", "conf", "valid"):
+            got = getattr(view.pseudo, field)
+            assert torch.equal(got[box], getattr(mix_pseudo, field)[box])
+            assert torch.equal(got[~box], getattr(own, field)[~box])
+
+
+def test_a_plan_pasting_from_a_second_view_nobody_requested_is_refused():
+    batch = UnlabeledBatch(image=torch.zeros(1, 3, 2, 2), valid=torch.ones(1, 2, 2, dtype=torch.bool))
+    plan = AugmentationPlan(cutmix_donor="second")
+    assert "FeatureRequest(second_view=True)" in answer_problem("schedule_augmentation", plan, {"unlabeled": batch})
+    with_second = UnlabeledBatch(image=batch.image, valid=batch.valid, second=batch)
+    assert answer_problem("schedule_augmentation", plan, {"unlabeled": with_second}) is None

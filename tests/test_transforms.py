@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssseg.data.transforms import WeakPipeline
+from ssseg.data.transforms import PAD_COLORS, WeakPipeline
 
 geometry = dict(
     h=st.integers(1, 40), w=st.integers(1, 40), crop=st.integers(1, 48),
@@ -83,3 +83,14 @@ def test_flip_probability_is_about_half():
     g = torch.Generator().manual_seed(0)
     flipped = sum(bool(pipe(image, None, g)[0][0, 0, 0] > 0.5) for _ in range(400))
     assert 150 < flipped < 250
+
+
+def test_imagenet_mean_padding_is_the_released_8_bit_colour_and_stays_invalid():
+    # iMAS pads with cv2 border value 255 x (0.485, 0.456, 0.406), cast to uint8: (123, 116, 103)
+    assert [round(255 * c) for c in PAD_COLORS["imagenet_mean"]] == [123, 116, 103]
+    pipe = WeakPipeline(8, scale=(1.0, 1.0), flip=False, fill=PAD_COLORS["imagenet_mean"])
+    for image in (torch.full((3, 5, 6), 200, dtype=torch.uint8), torch.full((3, 5, 6), 200 / 255)):
+        out, mask, valid = pipe(image, torch.zeros(5, 6, dtype=torch.uint8), torch.Generator().manual_seed(0))
+        assert int(valid.sum()) == 30 and bool((mask[~valid] == 255).all())
+        assert torch.equal((out[:, ~valid] * 255).round().T.unique(dim=0), torch.tensor([[123., 116., 103.]]))
+        assert bool((out[:, valid] == out[0, valid][0]).all()) and abs(float(out[0, valid][0]) - 200 / 255) < 1e-6

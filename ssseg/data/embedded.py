@@ -19,10 +19,11 @@ Recipe::
            options: {size: 32, train: 2000, val: 500, seed: 0, split_seed: 0}}
 
 ``split`` is the number of labeled training images, or ``"all"`` (no unlabeled set). ``crop``
-smaller than ``size`` random-crops the training views; larger pads them (image 0, mask 255,
-``valid`` False on the padding). ``flip`` flips training views horizontally at random. The val
-set is always at full size. ``root`` and ``scale`` are not used (nothing is read from disk; the
-objects are already drawn at many sizes, and a 0.5x rescale of a 32 px image would erase shapes).
+smaller than ``size`` random-crops the training views; larger pads them (image in
+``data.pad_color``, mask 255, ``valid`` False on the padding). ``flip`` flips training views
+horizontally at random. The val set is always at full size. ``root`` and ``scale`` are not used
+(nothing is read from disk; the objects are already drawn at many sizes, and a 0.5x rescale of a
+32 px image would erase shapes).
 See docs/embedded-dataset.md for the design and the measured label-budget gap.
 """
 
@@ -36,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
+from ssseg.data.transforms import PAD_COLORS
 from ssseg.recipe.structure import ConfigError, structure
 from ssseg.recipe.validators import in_range, positive
 
@@ -170,13 +172,17 @@ def _cached(n: int, size: int, seed: int, stream: int, min_objects: int, max_obj
 # ----------------------------------------------------------------------------------- datasets
 
 
-def _weak(image: torch.Tensor, mask: torch.Tensor, crop: int, flip: bool):
+def _weak(image: torch.Tensor, mask: torch.Tensor, crop: int, flip: bool,
+          fill: tuple[float, float, float] = PAD_COLORS["black"]):
     """Random crop (or pad to) ``crop`` and random horizontal flip; uses torch's global RNG."""
     _, h, w = image.shape
     valid = torch.ones(h, w, dtype=torch.bool)
-    if crop > h or crop > w:  # pad bottom/right: image 0, mask ignore, not valid
+    if crop > h or crop > w:  # pad bottom/right: image ``fill``, mask ignore, not valid
         ph, pw = max(crop - h, 0), max(crop - w, 0)
         image = torch.nn.functional.pad(image, (0, pw, 0, ph), value=0.0)
+        color = torch.tensor(fill, dtype=image.dtype).view(3, 1, 1)
+        image[:, h:, :] = color
+        image[:, :, w:] = color
         mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
         valid = torch.nn.functional.pad(valid, (0, pw, 0, ph), value=False)
         _, h, w = image.shape
@@ -200,9 +206,10 @@ class EmbeddedDataset(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, indices: torch.Tensor,
-                 role: str, crop: int | None = None, flip: bool = False, prefix: str = "img"):
+                 role: str, crop: int | None = None, flip: bool = False, prefix: str = "img",
+                 fill: tuple[float, float, float] = PAD_COLORS["black"]):
         self.images, self.masks, self.indices = images, masks, indices
-        self.role, self.crop, self.flip, self.prefix = role, crop, flip, prefix
+        self.role, self.crop, self.flip, self.prefix, self.fill = role, crop, flip, prefix, fill
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -217,7 +224,7 @@ class EmbeddedDataset(Dataset):
         mask = self.masks[row].long()
         if self.role == "val":
             return {"image": image, "mask": mask, "name": f"{self.prefix}_{row:05d}"}
-        image, mask, valid = _weak(image, mask, self.crop or image.shape[-1], self.flip)
+        image, mask, valid = _weak(image, mask, self.crop or image.shape[-1], self.flip, self.fill)
         if self.role == "labeled":
             return {"image": image, "mask": mask}
         return {"image": image, "valid": valid}
@@ -251,8 +258,9 @@ def build_embedded(cfg, needs: str = "train") -> DataBundle:
         is_lab = torch.zeros(opt.train, dtype=torch.bool)
         is_lab[lab] = True
         unl = torch.nonzero(~is_lab).flatten()
-        labeled = EmbeddedDataset(tr_img, tr_msk, lab, "labeled", cfg.crop, cfg.flip, "train")
-        unlabeled = (EmbeddedDataset(tr_img, tr_msk, unl, "unlabeled", cfg.crop, cfg.flip, "train")
+        fill = PAD_COLORS[cfg.pad_color]
+        labeled = EmbeddedDataset(tr_img, tr_msk, lab, "labeled", cfg.crop, cfg.flip, "train", fill)
+        unlabeled = (EmbeddedDataset(tr_img, tr_msk, unl, "unlabeled", cfg.crop, cfg.flip, "train", fill)
                      if len(unl) else None)
     if needs != "classes":
         va_img, va_msk = _cached(opt.val, opt.size, opt.seed, 1, **gen)

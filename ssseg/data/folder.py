@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as F
 from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
 from ssseg.data.check import Sample, preflight, read_image, read_index_mask
 from ssseg.data.splits import SplitLists, load_split, load_val, shipped_split_dir
-from ssseg.data.transforms import WeakPipeline
+from ssseg.data.transforms import PAD_COLORS, WeakPipeline
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError, structure
 
@@ -110,14 +110,15 @@ class ListedDataset(Dataset):
 
 
 def build_listed(cfg, source: ListedSource, needs: str = "train") -> DataBundle:
-    """The :class:`DataBundle` of ``source`` for a ``DataConfig`` (split, crop, scale, flip);
-    only the lists ``needs`` names are read (``val``: val.txt; ``classes``: none)."""
+    """The :class:`DataBundle` of ``source`` for a ``DataConfig`` (split, crop, scale, flip,
+    pad_color); only the lists ``needs`` names are read (``val``: val.txt; ``classes``: none)."""
     if needs == "train":
         lists = source.lists(str(cfg.split))
     else:
         lists = load_val(source.split_dir) if needs == "val" else SplitLists(labeled=[], unlabeled=None, val=[])
     located = preflight(source, lists)
-    weak = WeakPipeline(crop=cfg.crop, scale=tuple(cfg.scale), flip=cfg.flip)
+    weak = WeakPipeline(crop=cfg.crop, scale=tuple(cfg.scale), flip=cfg.flip,
+                        fill=PAD_COLORS[cfg.pad_color])
 
     def dataset(role: str, pipeline: WeakPipeline | None) -> ListedDataset | None:
         return ListedDataset(located[role], role, source.read_mask, pipeline) if located[role] else None

@@ -3,7 +3,8 @@
 1. rescale by a factor drawn from U[scale] relative to the image's own size (aspect kept;
    image bilinear with antialiasing, mask nearest with pixel centres aligned to the image's,
    like PIL's NEAREST);
-2. pad bottom and right up to the crop (image 0, mask 255, ``valid`` False);
+2. pad bottom and right up to the crop (image ``fill``: black by default, mask 255, ``valid``
+   False);
 3. random crop of ``crop`` x ``crop``;
 4. horizontal flip with probability 0.5 when ``flip``.
 
@@ -26,17 +27,27 @@ from ssseg.augment.draws import uniform
 from ssseg.data.base import IGNORE_INDEX
 
 
+# data.pad_color -> the padding colour in [0, 1]; iMAS pads with the ImageNet mean times 255
+# cast to 8 bits (cv2 border value, then np.uint8): (123, 116, 103)
+PAD_COLORS: dict[str, tuple[float, float, float]] = {
+    "black": (0.0, 0.0, 0.0),
+    "imagenet_mean": (123 / 255, 116 / 255, 103 / 255),
+}
+
+
 def _randint(hi_inclusive: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(0, hi_inclusive + 1, (), generator=generator))
 
 
 @attrs.frozen
 class WeakPipeline:
-    """Rescale, pad, crop and flip an image with its mask; see the module doc."""
+    """Rescale, pad, crop and flip an image with its mask; see the module doc. ``fill``: the
+    padding colour, one value per channel in [0, 1] (:data:`PAD_COLORS`)."""
 
     crop: int
     scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
+    fill: tuple[float, float, float] = PAD_COLORS["black"]
 
     def __call__(self, image: Tensor, mask: Tensor | None = None,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -62,7 +73,8 @@ class WeakPipeline:
         valid = torch.ones(h, w, dtype=torch.bool)
         if pad_h or pad_w:
             padding = [0, 0, pad_w, pad_h]  # left, top, right, bottom
-            image = F.pad(image, padding, fill=0)
+            fill = [round(255 * c) for c in self.fill] if image.dtype == torch.uint8 else list(self.fill)
+            image = F.pad(image, padding, fill=fill)
             mask = F.pad(mask, padding, fill=IGNORE_INDEX) if mask is not None else None
             valid = torch.nn.functional.pad(valid, (0, pad_w, 0, pad_h), value=False)
         top = _randint(h + pad_h - self.crop, generator)

@@ -24,26 +24,42 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts + [size - window]
 
 
+def window_spans(size: int, window: int, stride: int, tiling: str = "shifted") -> list[tuple[int, int]]:
+    """(start, end) of the windows along one side of ``size`` pixels. ``shifted``: windows of
+    min(window, size) pixels every ``stride``, the last one shifted inward to end at the border
+    (:func:`window_starts`); ``released`` (the iMAS and UniMatch evaluation): a window starts every
+    ``stride`` pixels from 0 while the start is inside the image, and windows crossing the border
+    are truncated there."""
+    if tiling == "released":
+        return [(start, min(start + window, size)) for start in range(0, size, stride)]
+    window = min(window, size)
+    return [(start, start + window) for start in window_starts(size, window, stride)]
+
+
 @torch.no_grad()
 def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int, num_classes: int,
-                  batch: int = 8, on_windows: Callable[[int], None] | None = None) -> Tensor:
+                  batch: int = 8, tiling: str = "shifted",
+                  on_windows: Callable[[int], None] | None = None) -> Tensor:
     """Softmax probabilities summed over sliding windows, ``[C,H,W]`` for ``image`` ``[3,H,W]``.
 
-    Windows are batched; a window larger than the image shrinks to the image. ``on_windows(n)``
+    Windows (:func:`window_spans` by ``tiling``) of one size are batched together. ``on_windows(n)``
     is told of each batch of ``n`` windows done.
     """
     _, h, w = image.shape
-    wh, ww = min(window, h), min(window, w)
-    boxes = [(y, x) for y in window_starts(h, wh, stride) for x in window_starts(w, ww, stride)]
+    by_size: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for y0, y1 in window_spans(h, window, stride, tiling):
+        for x0, x1 in window_spans(w, window, stride, tiling):
+            by_size.setdefault((y1 - y0, x1 - x0), []).append((y0, x0))
     total = image.new_zeros(num_classes, h, w)
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i: i + batch]
-        crops = torch.stack([image[:, y: y + wh, x: x + ww] for y, x in chunk])
-        probs = model(crops).softmax(1)
-        for (y, x), p in zip(chunk, probs):
-            total[:, y: y + wh, x: x + ww] += p
-        if on_windows is not None:
-            on_windows(len(chunk))
+    for (wh, ww), corners in by_size.items():
+        for i in range(0, len(corners), batch):
+            chunk = corners[i: i + batch]
+            crops = torch.stack([image[:, y: y + wh, x: x + ww] for y, x in chunk])
+            probs = model(crops).softmax(1)
+            for (y, x), p in zip(chunk, probs):
+                total[:, y: y + wh, x: x + ww] += p
+            if on_windows is not None:
+                on_windows(len(chunk))
     return total
 
 
@@ -57,7 +73,7 @@ def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_cla
     window = cfg.window or crop
     stride = cfg.stride or max(1, window * 2 // 3)
     batch = cfg.window_batch or (8 if image.is_cuda else 1)  # batching measured slower on a CPU
-    return sliding_probs(model, image, window, stride, num_classes, batch, on_windows).argmax(0)
+    return sliding_probs(model, image, window, stride, num_classes, batch, cfg.tiling, on_windows).argmax(0)
 
 
 @torch.no_grad()

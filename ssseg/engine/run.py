@@ -152,7 +152,8 @@ def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train")
     requests = [r for r in pm.hook.request_features(run=run) if r is not None]
     run.features = FeatureRequest(student=tuple(sorted({f for r in requests for f in r.student})),
                                   teacher=tuple(sorted({f for r in requests for f in r.teacher})),
-                                  student_on_weak=any(r.student_on_weak for r in requests))
+                                  student_on_weak=any(r.student_on_weak for r in requests),
+                                  second_view=any(r.second_view for r in requests))
     if run.features.teacher and not isinstance(run.teacher or student, SegModel):
         raise UserError(f"a plugin requests teacher features {list(run.features.teacher)}, but the "
                         f"teacher is a {type(run.teacher).__name__}, not an ssseg SegModel")

@@ -42,10 +42,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 class SeededSamples(Dataset):
     """Wraps a dataset so ``ds[(index, seed)]`` draws that sample's augmentation under ``seed``
-    (the caller's global RNG stream is left untouched)."""
+    (the caller's global RNG stream is left untouched). With ``second_view`` a sample (a dict)
+    also holds ``"second"``: the same index drawn again, continuing the same seeded stream, so the
+    first view is the one drawn without it and the second is independent of it."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, second_view: bool = False):
+        self.dataset, self.second_view = dataset, second_view
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -54,4 +56,5 @@ class SeededSamples(Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            sample = self.dataset[index]
+            return {**sample, "second": self.dataset[index]} if self.second_view else sample

@@ -34,9 +34,12 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Te
     return loss / (target != ignore_index).sum().clamp_min(1)
 
 
-def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor) -> Tensor:
-    """Σ weight·valid·CE(logits, labels) / Σ valid: the unsupervised loss of one view."""
+def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor, normalize: str = "valid") -> Tensor:
+    """The unsupervised loss of one view: Σ weight·valid·CE(logits, labels) / Σ valid, or with
+    ``normalize="pixels"`` Σ weight·CE / (B·H·W) over every pixel, padding included."""
     ce = F.cross_entropy(logits, pseudo.labels, reduction="none")
+    if normalize == "pixels":
+        return (ce * weight).sum() / ce.numel()
     valid = pseudo.valid.to(ce.dtype)
     return (ce * weight * valid).sum() / valid.sum().clamp_min(1)
 
@@ -50,8 +53,10 @@ def product_of(answers: list[Tensor | None], like: Tensor) -> Tensor:
     return weight
 
 
-def view_image(plan: AugmentationPlan | None, weak: Tensor) -> Tensor:
-    """The input image of one view: the plan's photometric ops, blend and CutMix on ``weak``."""
+def view_image(plan: AugmentationPlan | None, weak: Tensor, second: Tensor | None = None) -> Tensor:
+    """The input image of one view: the plan's photometric ops, blend and CutMix on ``weak``; the
+    CutMix boxes paste from this image batch, or from ``second`` (the second weak view) after the
+    plan's ``donor_photometric`` when its ``cutmix_donor`` is ``"second"``."""
     if plan is None:
         return weak
     image = weak
@@ -60,7 +65,10 @@ def view_image(plan: AugmentationPlan | None, weak: Tensor) -> Tensor:
         image = strong if plan.blend is None else blend(image, strong, plan.blend)
     if plan.cutmix_box is None:
         return image
-    return mix(plan.cutmix_box, plan.cutmix_partner, image)[0]
+    if plan.cutmix_donor == "view":
+        return mix(plan.cutmix_box, plan.cutmix_partner, image)[0]
+    donor = second if plan.donor_photometric is None else plan.donor_photometric(second)
+    return mix_from(plan.cutmix_box, [donor[plan.cutmix_partner.to(donor.device)]], [image])[0]
 
 
 def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donor: Pseudo) -> Pseudo:
@@ -79,7 +87,8 @@ def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donor: Pseudo) -> Ps
 class PreparedStep:
     """What a step decided before the student forward: its context, the batches, the weak view's
     pseudo-labels (eval-mode teacher; None for the source ``none``), the hardness, every view's
-    :class:`ViewInput` by name, and the student forward's :class:`ForwardBatch`."""
+    :class:`ViewInput` by name, the student forward's :class:`ForwardBatch`, and the eval-mode
+    pseudo-labels of the second weak view when it was loaded (``unlabeled.second``)."""
 
     ctx: StepContext
     labeled: LabeledBatch
@@ -88,6 +97,11 @@ class PreparedStep:
     hardness: Tensor | None = None
     views: dict[str, ViewInput] = attrs.field(factory=dict)
     batch: ForwardBatch | None = None
+    second_pseudo: Pseudo | None = None
+
+    def donor(self, plan: AugmentationPlan | None) -> Pseudo | None:
+        """The eval-mode pseudo-labels ``plan``'s CutMix boxes paste from (its ``cutmix_donor``)."""
+        return self.second_pseudo if plan is not None and plan.cutmix_donor == "second" else self.pseudo
 
 
 class Trainer:
@@ -160,14 +174,15 @@ class Trainer:
         labeled = LabeledBatch(image=labeled["image"], mask=labeled["mask"])
         if unlabeled is None:
             return PreparedStep(ctx, labeled, None, batch=ForwardBatch(((LABELED, labeled.image),)))
-        source = self.run.pseudo_label_source
-        pseudo = hardness = None
+        source, second = self.run.pseudo_label_source, unlabeled.second
+        pseudo = hardness = second_pseudo = None
         with self.autocast():
             if source != "none":
                 pseudo = self.pseudo_label(unlabeled)
+                second_pseudo = None if second is None else self.pseudo_label(second)
                 hook.after_pseudo_label(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
                 hardness = hook.estimate_hardness(ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
-            views = {}
+            views, prepared = {}, PreparedStep(ctx, labeled, unlabeled, pseudo, second_pseudo=second_pseudo)
             for view in hook.plan_views(ctx=ctx, hardness=hardness) or []:
                 if source == "none" and view.coef:
                     raise UserError(f"view {view.name!r} has coefficient {view.coef}, but the pseudo-label "
@@ -176,15 +191,15 @@ class Trainer:
                 if view.kind == "image":
                     plan = hook.schedule_augmentation(ctx=ctx, view=view, unlabeled=unlabeled,
                                                       pseudo=pseudo, hardness=hardness)
-                    image = view_image(plan, unlabeled.image)
-                own = None if pseudo is None else view_pseudo(plan, pseudo, pseudo)
+                    image = view_image(plan, unlabeled.image, None if second is None else second.image)
+                own = None if pseudo is None else view_pseudo(plan, pseudo, prepared.donor(plan))
                 views[view.name] = ViewInput(view=view, image=image, plan=plan, pseudo=own)
         features = tuple((n, v.view.dropout) for n, v in views.items() if v.view.kind == "feature")
         parts = ((LABELED, labeled.image),)
         if features or source == "student_train" or self.run.features.student_on_weak:
             parts += ((WEAK, unlabeled.image),)
         parts += tuple((n, v.image) for n, v in views.items() if v.image is not None)
-        return PreparedStep(ctx, labeled, unlabeled, pseudo, hardness, views, ForwardBatch(parts, features))
+        return attrs.evolve(prepared, hardness=hardness, views=views, batch=ForwardBatch(parts, features))
 
     def autocast(self):
         """Mixed precision for the forwards (``run.precision``); a no-op context for fp32."""
@@ -243,7 +258,7 @@ class Trainer:
         if self.run.pseudo_label_source != "student_train" or prepared.unlabeled is None:
             return prepared
         own = Pseudo.from_logits(outputs.weak, prepared.unlabeled.valid)
-        views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, prepared.pseudo))
+        views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, prepared.donor(v.plan)))
                  for n, v in prepared.views.items()}
         return attrs.evolve(prepared, pseudo=own, views=views)
 
@@ -279,7 +294,8 @@ class Trainer:
             if view.view.coef == 0:
                 continue
             weight = product_of(answers, view.pseudo.conf)
-            terms[f"loss_u/{name}"] = weighted_view_loss(outputs.views[name], view.pseudo, weight)
+            terms[f"loss_u/{name}"] = weighted_view_loss(outputs.views[name], view.pseudo, weight,
+                                                         r.unsup.normalize)
             loss_u = loss_u + view.view.coef * terms[f"loss_u/{name}"]
         extras = self.merge_named(self.hook.extra_losses(
             ctx=ctx, labeled=labeled, unlabeled=prepared.unlabeled, pseudo=prepared.pseudo,
@@ -352,25 +368,27 @@ class Trainer:
                 for batch in labeled:
                     yield self.to_device(batch), None
                 continue
-            unlabeled = self.loader(run.data.unlabeled, r.data.batch_unlabeled, epoch, start, salt=2)
+            unlabeled = self.loader(run.data.unlabeled, r.data.batch_unlabeled, epoch, start, salt=2,
+                                    second_view=run.features.second_view)
             for lb, ub in zip(labeled, unlabeled):
-                ub = self.to_device(ub)
-                yield self.to_device(lb), UnlabeledBatch(image=ub["image"], valid=ub["valid"])
+                yield self.to_device(lb), unlabeled_batch(self.to_device(ub))
 
-    def loader(self, dataset, batch: int, epoch: int, start: int, salt: int) -> DataLoader:
-        """A loader over one epoch's share of ``dataset``, resuming at batch ``start``."""
+    def loader(self, dataset, batch: int, epoch: int, start: int, salt: int,
+               second_view: bool = False) -> DataLoader:
+        """A loader over one epoch's share of ``dataset``, resuming at batch ``start``; with
+        ``second_view`` each sample also holds a second weak view of its image (``"second"``)."""
         run, r = self.run, self.run.recipe
         sampler = EpochSampler(len(dataset), self.iters_per_epoch * batch, r.seed * 10 + salt, epoch,
                                start * batch, run.rank, run.world_size)
         # an explicit generator keeps the loader's worker seeding off the global RNG stream
-        return DataLoader(SeededSamples(dataset), batch_size=batch, sampler=sampler, drop_last=True,
-                          num_workers=r.data.workers, pin_memory=run.device.type == "cuda",
+        return DataLoader(SeededSamples(dataset, second_view), batch_size=batch, sampler=sampler,
+                          drop_last=True, num_workers=r.data.workers, pin_memory=run.device.type == "cuda",
                           generator=torch.Generator().manual_seed(r.seed * 7919 + epoch))
 
-    def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Move a collated batch to the run's device."""
-        return {k: v.to(self.run.device, non_blocking=True) if isinstance(v, Tensor) else v
-                for k, v in batch.items()}
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Move a collated batch (and the batches nested in it) to the run's device."""
+        return {k: v.to(self.run.device, non_blocking=True) if isinstance(v, Tensor)
+                else self.to_device(v) if isinstance(v, dict) else v for k, v in batch.items()}
 
     # -- evaluation, checkpoints, logs -----------------------------------------------------
 
@@ -432,6 +450,13 @@ class Trainer:
         if state.last_eval.get("iteration") != state.iteration:
             self.evaluate_and_record()
         return state.last_eval
+
+
+def unlabeled_batch(batch: dict[str, Any]) -> UnlabeledBatch:
+    """The :class:`UnlabeledBatch` of a collated unlabeled batch, with its second view if loaded."""
+    second = batch.get("second")
+    return UnlabeledBatch(image=batch["image"], valid=batch["valid"],
+                          second=None if second is None else unlabeled_batch(second))
 
 
 def evaluated_models(run: Run) -> dict[str, torch.nn.Module]:

@@ -61,10 +61,15 @@ class LabeledBatch:
 
 @attrs.frozen
 class UnlabeledBatch:
-    """The weak unlabeled batch: images ``[B,3,H,W]`` in [0, 1] and ``valid`` ``[B,H,W]``."""
+    """The weak unlabeled batch: images ``[B,3,H,W]`` in [0, 1] and ``valid`` ``[B,H,W]``.
+    ``second``: when a plugin asked for it (``FeatureRequest.second_view``), another weak view of
+    the same images in the same order (the same files under an independent rescale, crop and flip,
+    as the released UniMatch and CPS loaders pair them), itself an :class:`UnlabeledBatch`; else
+    None."""
 
     image: Tensor
     valid: Tensor
+    second: "UnlabeledBatch | None" = None
 
 
 @attrs.frozen
@@ -83,11 +88,14 @@ class FeatureRequest:
     """A plugin's answer to ``request_features``: which features (``"encoder"``, ``"decoder"``) it
     needs from the student's training forward (``student``) and from the teacher's
     pseudo-labelling forward (``teacher``); ``student_on_weak``: also put the weak batch through
-    the student's training forward (``outputs.weak`` and ``outputs.features["weak"]``)."""
+    the student's training forward (``outputs.weak`` and ``outputs.features["weak"]``);
+    ``second_view``: load a second weak view of every unlabeled image (``unlabeled.second``), for
+    CutMix partners that are another crop of the same image (``AugmentationPlan.cutmix_donor``)."""
 
     student: tuple[str, ...] = ()
     teacher: tuple[str, ...] = ()
     student_on_weak: bool = False
+    second_view: bool = False
 
 
 @attrs.frozen
@@ -141,13 +149,19 @@ class AugmentationPlan:
     1. ``photometric(weak) -> strong`` (batched, per-sample parameters already drawn);
     2. ``blend`` ``[B]``: x = blend·strong + (1 − blend)·weak (None: x = strong);
     3. ``cutmix_box`` ``[B,H,W]`` bool with ``cutmix_partner`` ``[B]``: inside the box of image
-       i, the image, pseudo-label, confidence, logits and validity come from image ``partner[i]``.
+       i, the image, pseudo-label, confidence, logits and validity come from image ``partner[i]``
+       of the donor batch, ``cutmix_donor``: ``"view"``, this view after steps 1 and 2 with the
+       weak batch's pseudo-labels; ``"second"``, the second weak view ``unlabeled.second`` after
+       ``donor_photometric`` (None: unchanged), with the pseudo-labels the teacher gives that
+       view in eval mode (needs ``FeatureRequest(second_view=True)``).
     """
 
     photometric: Callable[[Tensor], Tensor] | None = None
     blend: Tensor | None = None
     cutmix_box: Tensor | None = None
     cutmix_partner: Tensor | None = None
+    cutmix_donor: Literal["view", "second"] = "view"
+    donor_photometric: Callable[[Tensor], Tensor] | None = None
 
 
 @attrs.frozen

@@ -58,6 +58,7 @@ class DataConfig:
     batch_unlabeled: int = attrs.field(default=8, validator=in_range(0))
     workers: int = attrs.field(default=0, validator=in_range(0))
     options: dict[str, Any] = attrs.field(factory=dict)
+    pad_color: Literal["black", "imagenet_mean"] = "black"
 
 
 @attrs.frozen
@@ -78,10 +79,16 @@ class OptimConfig:
 @attrs.frozen
 class UnsupConfig:
     """``unsup:`` total = supervised_weight·L_x + weight·L_u (+ extra terms); ``weight`` is λ_u,
-    which a plugin's ``unsup_weight`` may override per step (FixMatch: both 0.5)."""
+    which a plugin's ``unsup_weight`` may override per step (FixMatch: both 0.5).
+
+    ``normalize``: what a view's loss Σ w·CE is divided by. ``valid`` (default): the valid pixels
+    of the batch, padding left out of the sum too (UniMatch). ``pixels``: every pixel of the
+    crops, B·H·W, padding included in the sum and the count (iMAS: the mean over H·W per image,
+    then over the batch; its unlabeled loader drops the padding mask)."""
 
     weight: float = attrs.field(default=1.0, validator=in_range(0))
     supervised_weight: float = attrs.field(default=1.0, validator=in_range(0))
+    normalize: Literal["valid", "pixels"] = "valid"
 
 
 @attrs.frozen
@@ -90,8 +97,10 @@ class EvalConfig:
     set, every that many epochs of the training loader (the official codes evaluate every epoch),
     and always at the end. ``sliding`` uses ``window`` and ``stride``
     (stride defaults to 2/3 of the window) and runs ``window_batch`` windows per forward (default:
-    8 on a GPU, 1 on a CPU, where larger batches measured slower); ``whole`` pads to the stride
-    and crops back."""
+    8 on a GPU, 1 on a CPU, where larger batches measured slower); ``tiling``: ``shifted`` (full
+    windows, the last one shifted inward to end at the border) or ``released`` (the iMAS and
+    UniMatch rule: a window every ``stride`` pixels from 0, truncated at the border); ``whole``
+    pads to the stride and crops back."""
 
     every: int = attrs.field(default=500, validator=positive)
     every_epochs: int | None = attrs.field(default=None, validator=positive)
@@ -99,6 +108,7 @@ class EvalConfig:
     window: int | None = attrs.field(default=None, validator=image_side)
     stride: int | None = attrs.field(default=None, validator=image_side)
     window_batch: int | None = attrs.field(default=None, validator=positive)
+    tiling: Literal["shifted", "released"] = "shifted"
     max_images: int | None = attrs.field(default=None, validator=positive)
 
 
