@@ -20,8 +20,8 @@ image id per line in ``<name>.txt`` files instead; a dataset with an official la
     pool.txt               optional: without it, the training images of the dataset's tree
     trainval.txt           ignored: the devkit's train + val, not a split
 
-A directory holds id lists when it has no ``<split>/labeled.txt`` and the first entry of its
-``pool.txt`` and ``val.txt`` (where present) is one field.
+A directory holds id lists when it has ``*.txt`` lists but no ``<split>/labeled.txt``, and the
+first entry of its ``pool.txt`` and ``val.txt`` (where present) is one field.
 
 The standard VOC and Cityscapes splits ship in this compact form (``ssseg/data/standard_splits``): in every
 one of them the unlabeled list is exactly the pool minus the labeled list, so only the labeled
@@ -156,7 +156,7 @@ def repeats(pairs: Sequence[Pair]) -> list[tuple[Pair, Pair]]:
 def holds_ids(split_dir: str | Path) -> bool:
     """Whether ``split_dir`` holds image-id lists rather than pair lists (see the module doc)."""
     split_dir = Path(split_dir)
-    if not split_dir.is_dir() or any(split_dir.glob(f"*/{LABELED_FILE}")):
+    if not any(split_dir.glob("*.txt")) or any(split_dir.glob(f"*/{LABELED_FILE}")):
         return False
     return not any(len(_first_entry(split_dir / name)) > 1 for name in (POOL_FILE, VAL_FILE)
                    if (split_dir / name).is_file())
