@@ -121,6 +121,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Export a checkpoint's model to TorchScript or ONNX with a JSON sidecar, checked against it."""
+    from ssseg.export import describe, export_model, format_of
+
+    fmt = format_of(args.out, args.format)
+    print(describe(export_model(_load(args), args.checkpoint, args.out, fmt, args.model)))
+    return 0
+
+
 def cmd_plugins(args) -> int:
     """List discovered plugins, their distribution and the hooks they answer."""
     from ssseg.compat import implemented_hooks
@@ -173,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(p)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export", help="export a checkpoint's model to TorchScript or ONNX")
+    _recipe_args(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the model file (e.g. model.pt, model.onnx); "
+                                                          "the metadata goes to <out>.json")
+    p.add_argument("--format", choices=("torchscript", "onnx"),
+                   help="default: onnx for an --out ending in .onnx, else torchscript")
+    p.add_argument("--model", default="student", help="student (default) or teacher")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("plugins", help="list installed plugins")
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("explain", help="which plugin answers each hook of a recipe")

@@ -58,9 +58,8 @@ class SegModel(nn.Module):
         """Encoder features of normalised, padded ``images`` ``[B,3,H,W]``."""
         x = (images - self.mean) / self.std
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        # padded also by 0 (a copy) so that a traced or exported graph pads every input size
+        x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))
         return self.net.encoder(x.contiguous(memory_format=self.memory_format))
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:

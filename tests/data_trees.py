@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssseg.data.check import check_source
 from ssseg.data.cityscapes import TRAIN_ID_OF
+from ssseg.data.folder import source_for
 from ssseg.data.voc import PALETTE as VOC_PALETTE
 
 H, W = 12, 16
@@ -108,3 +110,35 @@ def folder_tree(root: Path, classes: int = 3, n_train: int = 5, n_val: int = 2) 
         lines["train" if i < n_train else "val"].append(f"images/{stem}.png masks/{stem}.png")
     write_lists(root / "splits", lines["train"], lines["val"], {"2": 2})
     return {"masks": masks, "names": names, **lines}
+
+
+def voc_devkit_tree(root: Path, n_train: int = 2, n_aug: int = 3, n_val: int = 2) -> dict:
+    """The VOC devkit as kept with the SBD augmentation: JPEGImages/*.jpg, SegmentationClass/*.png
+    palette PNGs for the fine train and val images, SegmentationClassAug/*.png single-channel PNGs
+    for every training image (fine ones included, as distributed), and ImageSets/Segmentation/
+    {train,val,trainval}.txt holding ids.
+
+    Returns ``{"masks": {id: array}, "train": [...], "aug": [...], "val": [...]}`` (ids).
+    """
+    ids = {"train": [f"2007_{i:06d}" for i in range(n_train)],
+           "aug": [f"2008_{i:06d}" for i in range(n_aug)],
+           "val": [f"2009_{i:06d}" for i in range(n_val)]}
+    masks = {}
+    for i, image_id in enumerate(ids["train"] + ids["aug"] + ids["val"]):
+        save_image(root / "JPEGImages" / f"{image_id}.jpg", image_for(i))
+        masks[image_id] = mask_for(i, 21)
+        if image_id not in ids["aug"]:
+            save_image(root / "SegmentationClass" / f"{image_id}.png", masks[image_id], VOC_PALETTE)
+        if image_id not in ids["val"]:
+            save_image(root / "SegmentationClassAug" / f"{image_id}.png", masks[image_id])
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    for name, listed in (("train", ids["train"]), ("val", ids["val"]),
+                         ("trainval", ids["train"] + ids["val"])):
+        (sets / f"{name}.txt").write_text("".join(f"{i}\n" for i in listed))
+    return {"masks": masks, **ids}
+
+
+def problems(root: Path, dataset: str = "folder", split: str | None = None, **options) -> list[str]:
+    """The messages ``ssseg data check`` prints for the dataset at ``root``."""
+    return [str(p) for p in check_source(source_for(dataset, root, options), split)]

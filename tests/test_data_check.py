@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 from ssseg.data.base import build_data
-from ssseg.data.check import check_dataset
 from ssseg.data.cli import register
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 
-from data_trees import H, W, folder_tree, save_image, voc_tree
+from data_trees import H, W, folder_tree, problems, save_image, voc_tree
 
 
 def messages(root, dataset="folder", split=None) -> list[str]:
-    return [str(p) for p in check_dataset(root, dataset, split)]
+    return problems(root, dataset, split)
 
 
 def only(found: list[str], pattern: str) -> None:
@@ -30,7 +29,7 @@ def test_clean_trees_have_no_problems(tmp_path):
     folder_tree(tmp_path / "folder")
     voc_tree(tmp_path / "voc")
     assert messages(tmp_path / "folder") == []
-    assert check_dataset(tmp_path / "voc", "pascal_voc", options={"split_dir": "splits"}) == []
+    assert problems(tmp_path / "voc", "pascal_voc", split_dir="splits") == []
 
 
 def test_missing_file_names_the_list_and_line(tmp_path):

@@ -11,10 +11,9 @@ import yaml
 from PIL import Image
 
 from conftest import tiny_recipe_dict
-from data_trees import folder_tree
+from data_trees import folder_tree, problems
 from ssseg.cli import main
 from ssseg.data.base import build_data
-from ssseg.data.check import check_dataset
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 
@@ -24,7 +23,7 @@ def config(root, split="2") -> DataConfig:
 
 
 def messages(root) -> list[str]:
-    return [str(p) for p in check_dataset(root, "folder")]
+    return problems(root, "folder")
 
 
 def test_an_empty_list_is_a_problem_naming_the_file(tmp_path):

@@ -73,7 +73,7 @@ def test_predict_errors_are_user_errors(trained, tmp_path, capsys):
     bad.write_text("not an image")
     assert suite_main(["predict", str(recipe), str(bad), "--checkpoint", str(run / "last.pt"),
                        "--out", str(tmp_path)]) == 2
-    assert "cannot read image" in capsys.readouterr().err
+    assert "bad.png: unreadable image" in capsys.readouterr().err
     assert suite_main(["predict", str(recipe), str(bad), "--checkpoint", str(run / "last.pt"),
                        "--out", str(tmp_path), "--model", "teacher"]) == 2
     assert "this recipe evaluates student" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""Reading dataset files and reporting what is wrong with them, file by file.
+"""Reporting what is wrong with a dataset's lists and files, file by file.
 
-:func:`check_dataset` (``ssseg data check``) reads every listed file. :func:`preflight` is the
+:func:`check_source` (``ssseg data check``) reads every listed file. :func:`preflight` is the
 cheap version dataset builders run before training: no list is empty or names an image twice,
 every listed file exists, and a few evenly spaced labeled and val pairs are read in full, so bad
 data fails before the first step with the same messages.
@@ -9,21 +9,20 @@ data fails before the first step with the same messages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import attrs
 import numpy as np
-import torch
-from PIL import Image
 
 from ssseg.data.base import IGNORE_INDEX
-from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, load_split, repeats, split_names
+from ssseg.data.io import BadFile, read_image
+from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, repeats
 from ssseg.errors import UserError
+from ssseg.progress import Progress
 
 if TYPE_CHECKING:
     from ssseg.data.folder import ListedSource
 
-INDEX_MODES = ("L", "P")
 PREFLIGHT_SAMPLES = 8
 MAX_REPORTED = 10
 
@@ -38,56 +37,28 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
 
-
-class BadFile(UserError):
-    """A dataset file that cannot be used; ``path`` and ``reason`` make up the message."""
-
-    def __init__(self, path: str | Path, reason: str = ""):
-        # one-argument form: DataLoader re-raises worker errors as ``type(err)(message)``
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}" if reason else str(path))
-
-    def problem(self) -> Problem:
-        """This error as a :class:`Problem`."""
-        return Problem(self.path, self.reason)
+    @classmethod
+    def of(cls, err: BadFile) -> Problem:
+        """The problem a :class:`BadFile` error reports."""
+        return cls(err.path, err.reason)
 
 
 Sample = tuple[str, str | None]  # absolute image path, absolute mask path (None: not needed)
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An RGB image as uint8 ``[3, H, W]`` (grey and palette images are converted)."""
-    try:
-        with Image.open(path) as img:
-            array = np.array(img.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise BadFile(path, f"unreadable image ({err})") from None
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def read_index_mask(path: str | Path) -> np.ndarray:
-    """A mask of class indices, uint8 ``[H, W]``, from a single-channel or palette image.
-
-    A palette ("P") PNG reads as its indices, never as colours. Colour masks are rejected.
-    """
-    try:
-        with Image.open(path) as img:
-            if img.mode not in INDEX_MODES:
-                raise BadFile(path, f"mask is a colour image (mode {img.mode!r}); masks must hold "
-                                    "class indices: a single-channel ('L') or palette ('P') PNG")
-            return np.array(img, dtype=np.uint8)
-    except OSError as err:
-        raise BadFile(path, f"unreadable mask ({err})") from None
-
-
 def list_problems(lists: SplitLists) -> list[Problem]:
-    """Empty list files, and images a list names twice (at ``file:line``, with the first line)."""
+    """Empty list files, images a list names twice (at ``file:line``, with the first line), and
+    training images that are also val images."""
     problems = [Problem(str(file), "empty list: it names no images")
                 for role, file in lists.files.items() if not getattr(lists, role)]
     for pairs in (lists.labeled, lists.unlabeled or [], lists.val):
         problems += [Problem(again.where, f"{again.image} is listed twice (first at line "
                                           f"{first.where.rsplit(':', 1)[1]}); remove the repeat")
                      for again, first in repeats(pairs)]
+    val_at = {pair.image: pair.where for pair in lists.val}
+    problems += [Problem(pair.where, f"{pair.image} is also a val image (at {val_at[pair.image]}); "
+                                     "training must not see the images it is evaluated on")
+                 for pair in [*lists.labeled, *(lists.unlabeled or [])] if pair.image in val_at]
     return problems
 
 
@@ -116,11 +87,11 @@ def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Pr
     try:
         image = read_image(image_path)
     except BadFile as err:
-        problems.append(err.problem())
+        problems.append(Problem.of(err))
     try:
         mask = source.read_mask(Path(mask_path))
     except BadFile as err:
-        problems.append(err.problem())
+        problems.append(Problem.of(err))
     if mask is None:
         return problems
     if image is not None and tuple(image.shape[-2:]) != mask.shape:
@@ -138,19 +109,18 @@ def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Pr
     return problems
 
 
-def _read_problems(source: ListedSource, samples: Iterable[Sample]) -> list[Problem]:
-    problems = []
-    for image, mask in samples:
-        if not Path(image).is_file():
-            continue  # reported as missing (a missing mask is None here)
-        if mask is None:
-            try:
-                read_image(image)
-            except BadFile as err:
-                problems.append(err.problem())
-        else:
-            problems.extend(check_pair(source, image, mask))
-    return problems
+def sample_problems(source: ListedSource, sample: Sample) -> list[Problem]:
+    """Read one located sample in full: the image alone (no mask needed), or image and mask."""
+    image, mask = sample
+    if not Path(image).is_file():
+        return []  # reported as missing (a missing mask is None here)
+    if mask is not None:
+        return check_pair(source, image, mask)
+    try:
+        read_image(image)
+    except BadFile as err:
+        return [Problem.of(err)]
+    return []
 
 
 def _evenly_spaced(samples: Sequence[Sample], k: int) -> list[Sample]:
@@ -164,7 +134,7 @@ def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]
     few labeled and val pairs in full.
 
     Returns the located samples per role (``labeled``, ``unlabeled``, ``val``); raises
-    :class:`UserError` listing the problems (the same messages as :func:`check_dataset`).
+    :class:`UserError` listing the problems (the same messages as :func:`check_source`).
     """
     located, problems = {}, list_problems(lists)
     for role, pairs in (("labeled", lists.labeled), ("unlabeled", lists.unlabeled or []),
@@ -173,7 +143,8 @@ def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]
         problems += missing
     if not problems:
         for role in ("labeled", "val"):
-            problems += _read_problems(source, _evenly_spaced(located[role], PREFLIGHT_SAMPLES))
+            for sample in _evenly_spaced(located[role], PREFLIGHT_SAMPLES):
+                problems += sample_problems(source, sample)
     if problems:
         raise UserError(_summary(source, problems))
     return located
@@ -193,12 +164,13 @@ def _lists_to_check(source: ListedSource,
                     split: str | None) -> tuple[list[Pair], list[Pair], list[Problem]]:
     """(pairs whose masks are needed, pairs needing only the image, problems of the lists
     themselves) for one split or all."""
-    names = [split] if split is not None else split_names(source.split_dir)
+    names = [split] if split is not None else source.split_names()
     if split is None and not names:
-        raise UserError(f"{source.split_dir}: no split lists (<split>/labeled.txt or pool.txt)")
+        raise UserError(f"{source.split_dir}: no split lists (<split>/labeled.txt or pool.txt, or "
+                        "image-id lists <split>.txt)")
     with_masks, images_only, problems = {}, {}, {}
     for name in names:
-        lists = load_split(source.split_dir, name)
+        lists = source.lists(name)
         problems |= dict.fromkeys(list_problems(lists))  # pool.txt and val.txt serve every split
         for pair in [*lists.labeled, *lists.val]:
             with_masks.setdefault(pair.key, pair)
@@ -210,19 +182,16 @@ def _lists_to_check(source: ListedSource,
 
 
 def check_source(source: ListedSource, split: str | None = None) -> list[Problem]:
-    """Every problem with the lists and files of ``split`` (all splits and the pool when None)."""
+    """Every problem with the lists and files of ``split`` (all splits and the pool when None);
+    reading the files shows progress (:mod:`ssseg.progress`)."""
     with_masks, images_only, problems = _lists_to_check(source, split)
     labeled, missing = locate(source, with_masks, with_masks=True)
     unlabeled, missing_images = locate(source, images_only, with_masks=False)
     problems += missing + missing_images
-    return problems + _read_problems(source, [*labeled, *unlabeled])
-
-
-def check_dataset(root: str | Path, dataset: str, split: str | None = None,
-                  options: dict | None = None) -> list[Problem]:
-    """Check a dataset on disk; ``split`` None checks every split, the pool and val.
-    ``options`` are the recipe's ``data.options`` (for example ``split_dir``)."""
-    from ssseg.data.folder import source_for  # folder imports this module
-
-    return check_source(source_for(dataset, root, options), split)
-
+    samples = [*labeled, *unlabeled]
+    with Progress(sum(1 + (mask is not None) for _, mask in samples), "data check: reading",
+                  unit="files") as progress:
+        for sample in samples:
+            problems += sample_problems(source, sample)
+            progress.update(1 + (sample[1] is not None))
+    return problems

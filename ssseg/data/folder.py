@@ -29,9 +29,10 @@ import yaml
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
-from ssseg.data.check import Sample, preflight, read_image, read_index_mask
-from ssseg.data.splits import SplitLists, load_split, load_val, shipped_split_dir
+from ssseg.data.base import IGNORE_INDEX, DataBundle, dataset_names, register_dataset
+from ssseg.data.check import Sample, preflight
+from ssseg.data.io import read_image, read_index_mask
+from ssseg.data.splits import IdLayout, SplitLists, load_split, load_val, shipped_split_dir, split_names
 from ssseg.data.transforms import PAD_COLORS, WeakPipeline
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError, structure
@@ -60,7 +61,8 @@ class ListedSource:
     """Where a list-described dataset lives and how to read it.
 
     ``read_mask(path) -> uint8 [H, W]`` decodes a mask to class indices; ``find_mask(listed path)``
-    gives the file to read for a listed mask, or None if it is missing.
+    gives the file to read for a listed mask, or None if it is missing; ``layout`` places image
+    ids in the dataset's official layout (None: the split directory must hold pair lists).
     """
 
     name: str
@@ -70,15 +72,24 @@ class ListedSource:
     palette: Palette
     read_mask: Callable[[Path], np.ndarray] = read_index_mask
     find_mask: Callable[[Path], Path | None] = existing_file
+    layout: IdLayout | None = None
 
     @property
     def num_classes(self) -> int:
         """The number of classes."""
         return len(self.class_names)
 
+    def split_names(self) -> list[str]:
+        """The splits the split directory offers."""
+        return split_names(self.split_dir)
+
     def lists(self, split: str) -> SplitLists:
         """The pairs of ``split``."""
-        return load_split(self.split_dir, split)
+        return load_split(self.split_dir, split, self.layout)
+
+    def val_lists(self) -> SplitLists:
+        """Only the val pairs."""
+        return load_val(self.split_dir, self.layout)
 
 
 class ListedDataset(Dataset):
@@ -115,7 +126,7 @@ def build_listed(cfg, source: ListedSource, needs: str = "train") -> DataBundle:
     if needs == "train":
         lists = source.lists(str(cfg.split))
     else:
-        lists = load_val(source.split_dir) if needs == "val" else SplitLists(labeled=[], unlabeled=None, val=[])
+        lists = source.val_lists() if needs == "val" else SplitLists(labeled=[], unlabeled=None, val=[])
     located = preflight(source, lists)
     weak = WeakPipeline(crop=cfg.crop, scale=tuple(cfg.scale), flip=cfg.flip,
                         fill=PAD_COLORS[cfg.pad_color])
@@ -148,8 +159,6 @@ def register_listed(name: str) -> Callable[[SourceFactory], SourceFactory]:
 
 def source_for(dataset: str, root: str | Path | None, options: dict[str, Any] | None) -> ListedSource:
     """The :class:`ListedSource` of a registered list-described dataset at ``root``."""
-    from ssseg.data.base import dataset_names
-
     dataset_names()  # imports the built-in dataset modules, which register their sources
     if dataset not in _SOURCES:
         raise UserError(f"dataset {dataset!r} is not read from split lists; valid: "

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor
 
+from ssseg.data.io import read_image
 from ssseg.errors import UserError
 from ssseg.models import eval_mode
 from ssseg.recipe.schema import Recipe
@@ -44,15 +44,6 @@ def to_pil(image: Tensor) -> Image.Image:
 def overlay(image: Tensor, mask: Image.Image, alpha: float = 0.5) -> Image.Image:
     """The image ``[3,H,W]`` in [0, 1] blended with a colour mask (``alpha`` = mask weight)."""
     return Image.blend(to_pil(image), mask.convert("RGB"), alpha)
-
-
-def read_image(path: Path) -> Tensor:
-    """An image file as a ``[3,H,W]`` float tensor in [0, 1]."""
-    try:
-        with Image.open(path) as img:
-            return pil_to_tensor(img.convert("RGB")).float() / 255
-    except (OSError, UnidentifiedImageError) as err:
-        raise UserError(f"cannot read image {path}: {err}") from None
 
 
 def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
@@ -90,7 +81,7 @@ def predict_files(recipe: Recipe, checkpoint: Path, images: list[Path], out: Pat
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in images:
-        image = read_image(path)
+        image = read_image(path).float() / 255
         mask = colour_mask(predict_mask(run, module, image), run.data.palette, run.data.ignore_index)
         written += [out / f"{path.stem}_mask.png", out / f"{path.stem}_overlay.png"]
         mask.save(written[-2])
