@@ -13,10 +13,10 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ssseg.errors import UserError
 from ssseg.recipe.schema import Recipe
+from ssseg.suite.results import SuiteResults
 
 if TYPE_CHECKING:
     from ssseg.engine.run import Run
-    from ssseg.suite.report import SuiteResults
 
 IGNORE_COLOUR = (255, 255, 255)
 CELL = 128  # grid cell height in pixels
@@ -120,14 +120,15 @@ def grid(columns: dict[str, list[Image.Image]]) -> Image.Image:
 
 def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
-    variant's student prediction (first seed with a finished run, its ``last.pt``)."""
+    row's student prediction (variant and axis value; first seed with a finished run, its
+    ``last.pt``)."""
     from ssseg.recipe.load import build_recipe, read_yaml
 
     columns: dict[str, list[Image.Image]] = {}
-    for variant in results.variants:
-        if not results.evals[variant]:
+    for variant, point in results.rows():
+        if not results.eval_records[variant, point]:
             continue
-        run_dir = results.run_dir(variant, min(results.evals[variant]))
+        run_dir = results.run_dir(variant, point, min(results.eval_records[variant, point]))
         recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
         run, module = load_model(recipe, run_dir / "last.pt", needs="val")
         samples = [run.data.val[i] for i in range(min(count, len(run.data.val)))]
@@ -135,8 +136,8 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
             columns["image"] = [to_pil(s["image"]) for s in samples]
             columns["ground truth"] = [colour_mask(s["mask"], run.data.palette, run.data.ignore_index)
                                        for s in samples]
-        columns[variant] = [colour_mask(predict_mask(run, module, s["image"]), run.data.palette)
-                            for s in samples]
+        columns[results.label(variant, point)] = [colour_mask(predict_mask(run, module, s["image"]),
+                                                              run.data.palette) for s in samples]
     if not columns:
         raise UserError("no finished run to predict with")
     grid(columns).save(out / "predictions.png")
