@@ -120,9 +120,11 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     record = read_json(run_dir / STATE) or {}
     job = read_json(run_dir / JOB) or {}
     state = record.get("state", "stopped" if (run_dir / LAST).exists() else "new")
-    where = f"{job['launcher']} job {job['job_id']}" if job.get("job_id") else "local"
+    where = f"{job['launcher']} job {job['job_id']}" if job.get("job_id") else record.get("launcher", "local")
     progress = f"iteration {last_iteration(run_dir)} of {iters}"
     if state in ("queued", "running") and process_gone(record):
+        if not (run_dir / LAST).exists():
+            return "new", "the suite run that queued it has ended"
         return "stopped", f"{progress}; its process ended without a word (see {run_dir / LOG})"
     if state == "running":
         return "running", f"{progress} on {record.get('host')} ({where})"

@@ -68,8 +68,11 @@ class LocalLauncher:
             watcher.started(name, runs[name].run_dir)
             watcher.finished(name, runs[name]())
 
-        with ThreadPoolExecutor(self.jobs) as pool:
+        pool = ThreadPoolExecutor(self.jobs)
+        try:
             list(pool.map(one, runs))
+        finally:  # after Ctrl-C, start no queued run (the running ones save and stop on SIGINT)
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class SubmititLauncher:
@@ -101,9 +104,14 @@ class SubmititLauncher:
     def launch(self, runs: dict[str, TrainJob], watcher: Watcher) -> None:
         """Submit ``runs`` (name -> job) and return when all their jobs have ended."""
         for job in runs.values():
-            mark(job.run_dir, "queued")
-        with self.executor.batch():
-            submitted = {name: self.executor.submit(job) for name, job in runs.items()}
+            mark(job.run_dir, "queued", launcher=self.kind)
+        try:
+            with self.executor.batch():
+                submitted = {name: self.executor.submit(job) for name, job in runs.items()}
+        except Exception as err:  # noqa: BLE001 - sbatch refused (a bad partition, account, option)
+            for job in runs.values():
+                (job.run_dir / STATE).unlink(missing_ok=True)
+            raise UserError(f"{self.kind} refused the jobs: {str(err).strip()}") from None
         for name, job in submitted.items():
             write_json(runs[name].run_dir / JOB, {"launcher": self.kind, "job_id": job.job_id,
                                                   "log": str(job.paths.stderr)})
