@@ -70,15 +70,15 @@ def test_a_preempted_job_is_requeued_and_resumes_exactly(tmp_path, monkeypatch):
     from ssseg.suite.launchers import SubmititLauncher
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    recipe = tiny_recipe_dict({"optim": {"iters": 6}, "eval": {"every": 3}, "run": {"threads": 1},
-                               "plugins": {"slow": {"use": "recorder:Slow", "seconds": 0.25}}})
+    recipe = tiny_recipe_dict({"optim": {"iters": 6}, "run": {"threads": 1},
+                               "plugins": {"slow": {"use": "recorder:Slow", "seconds": 0.15}}})
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"base": "tiny.yaml", "seeds": [0], "variants": {"v": {}}}))
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=10)
     out, results = tmp_path / "out", []
     suite_run = threading.Thread(target=lambda: results.append(run_suite(
-        load_suite(tmp_path / "suite.yaml"), out, SubmititLauncher(executor, poll_s=0.1), say=lambda _: None)))
+        load_suite(tmp_path / "suite.yaml"), out, SubmititLauncher(executor, poll_s=0.05), say=lambda _: None)))
     suite_run.start()
     run_dir = out / "v" / "seed0"
     wait_for(lambda: folder.last_iteration(run_dir) >= 1)

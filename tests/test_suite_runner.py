@@ -137,7 +137,7 @@ def test_records_skip_a_line_a_kill_cut_short(tmp_path):
 
 
 def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
-    runs = ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "b/seed1", "b/seed2"]
+    runs = ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "b/seed1", "b/seed2", "b/seed3"]
     (tmp_path / folder.MANIFEST).write_text(json.dumps({"runs": runs}))
     for name in runs:
         (tmp_path / name).mkdir(parents=True)
@@ -153,6 +153,7 @@ def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
     gone = subprocess.Popen(["true"])
     gone.wait()
     folder.mark(tmp_path / "b/seed1", "running", pid=gone.pid)
+    folder.mark(tmp_path / "b/seed3", "queued", pid=gone.pid)
     assert suite_main(["suite", "status", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     host = os.uname().nodename
@@ -163,5 +164,6 @@ def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
         "b/seed0: queued (slurm job 77_3; job log: /s/77_3_0_log.err)",
         f"b/seed1: stopped (iteration 0 of 4; its process ended without a word (see {tmp_path / 'b/seed1/train.log'}))",
         "b/seed2: new",
-        "1 done, 1 running, 1 failed, 1 queued, 1 stopped, 1 new",
+        "b/seed3: new (the suite run that queued it has ended)",
+        "1 done, 1 running, 1 failed, 1 queued, 1 stopped, 2 new",
     ]

@@ -123,7 +123,7 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     where = f"{job['launcher']} job {job['job_id']}" if job.get("job_id") else record.get("launcher", "local")
     progress = f"iteration {last_iteration(run_dir)} of {iters}"
     if state in ("queued", "running") and process_gone(record):
-        if not (run_dir / LAST).exists():
+        if state == "queued" and not (run_dir / LAST).exists():
             return "new", "the suite run that queued it has ended"
         return "stopped", f"{progress}; its process ended without a word (see {run_dir / LOG})"
     if state == "running":

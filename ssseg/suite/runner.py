@@ -85,8 +85,8 @@ class SuiteProgress:
                 failure = f"{name}: {problem or f'failed (exit code {code}); log: {log}'}"
                 self.say(failure)
                 self.failures.append(failure)
-            self.progress.update()
             self.progress.note(running=len(self.running), failed=len(self.failures))
+            self.progress.update()
 
 
 def run_suite(suite: LoadedSuite, out: Path, launcher: Any, say: Callable[[str], None] = print) -> list[str]:
