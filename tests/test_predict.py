@@ -16,7 +16,7 @@ from ssseg.data.base import build_data
 from ssseg.recipe.load import load_recipe
 from ssseg.suite.predict import CELL, colour_mask, grid, to_pil
 from ssseg.suite.report import write_report
-from ssseg.suite.runner import MANIFEST
+from ssseg.suite.folder import MANIFEST
 from ssseg.cli import main as suite_main
 
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from ssseg.errors import UserError
-from ssseg.suite.report import load_results, paired_difference, summarize, t975, write_report
-from ssseg.suite.runner import MANIFEST
+from ssseg.suite.folder import MANIFEST
+from ssseg.suite.report import markdown, write_report
+from ssseg.suite.results import load_results, paired_difference, summarize, t975
 
 # student mIoU per seed at iterations (1, 2); the teacher of "mt" is 0.1 above its student
 REF = {0: (0.65, 0.50), 1: (0.55, 0.60), 2: (0.60, 0.70)}
@@ -36,6 +37,22 @@ def test_mean_std_and_paired_difference_by_hand():
     assert paired_difference({0: 0.3}, {1: 0.1}) is None
 
 
+def write_run(run, curve, teacher=False, unfinished=False):
+    """A finished run folder whose student mIoU is ``curve`` at iterations 1, 2, ... (a teacher
+    0.1 above it with ``teacher``; only its first records with ``unfinished``)."""
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"optim": {"iters": len(curve)}}))
+    lines = []
+    for it, miou in enumerate(curve, 1):
+        record = {"iteration": it, "event": "eval", "wall_s": 60.0 * it,
+                  "student/miou": miou, "student/iou": {"bg": 2 * miou, "fg": None}}
+        if teacher:
+            record |= {"teacher/miou": miou + 0.1, "teacher/iou": {"bg": 0.9, "fg": None}}
+        lines += [json.dumps({"iteration": it, "event": "train", "wall_s": 60.0 * it,
+                              "imas/hardness_mean": 0.5}), json.dumps(record)]
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2] if unfinished else lines) + "\n")
+
+
 def fake_suite(out, unfinished: str | None = None):
     """A suite folder with variants ``ref`` (student only) and ``mt`` (student and teacher)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -43,20 +60,7 @@ def fake_suite(out, unfinished: str | None = None):
                                             "variants": ["ref", "mt"], "seeds": [0, 1, 2]}))
     for variant, scores in (("ref", REF), ("mt", MT)):
         for seed, curve in scores.items():
-            run = out / variant / f"seed{seed}"
-            run.mkdir(parents=True)
-            (run / "recipe.yaml").write_text(yaml.safe_dump({"optim": {"iters": 2}}))
-            lines = []
-            for it, miou in enumerate(curve, 1):
-                record = {"iteration": it, "event": "eval", "wall_s": 60.0 * it,
-                          "student/miou": miou, "student/iou": {"bg": 2 * miou, "fg": None}}
-                if variant == "mt":
-                    record |= {"teacher/miou": miou + 0.1, "teacher/iou": {"bg": 0.9, "fg": None}}
-                lines += [json.dumps({"iteration": it, "event": "train", "wall_s": 60.0 * it,
-                                      "imas/hardness_mean": 0.5}), json.dumps(record)]
-            if f"{variant}/seed{seed}" == unfinished:
-                lines = lines[:2]
-            (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+            write_run(out / variant / f"seed{seed}", curve, variant == "mt", f"{variant}/seed{seed}" == unfinished)
 
 
 def test_report_numbers(tmp_path):
@@ -97,7 +101,7 @@ def test_report_figures_or_a_note(tmp_path):
 def test_unfinished_runs_are_left_out_and_listed(tmp_path):
     fake_suite(tmp_path, unfinished="mt/seed2")
     results = load_results(tmp_path)
-    assert sorted(results.evals["mt"]) == [0, 1] and results.unfinished == ("mt/seed2",)
+    assert sorted(results.eval_records["mt", None]) == [0, 1] and results.unfinished == ("mt/seed2",)
     text = write_report(tmp_path, predictions=0).read_text()
     assert "- `mt/seed2` (see its train.log)" in text
 
@@ -105,3 +109,47 @@ def test_unfinished_runs_are_left_out_and_listed(tmp_path):
 def test_a_folder_without_manifest_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not a suite output folder"):
         load_results(tmp_path)
+
+
+def test_the_reference_is_the_best_supervised_row_unless_the_suite_names_one(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "suite": "s.yaml", "reference": None, "supervised": ["sup16", "sup8"],
+        "variants": ["sup16", "sup8", "semi"], "seeds": [0, 1]}))
+    for variant, last in (("sup16", 0.60), ("sup8", 0.65), ("semi", 0.70)):
+        for seed in (0, 1):
+            write_run(tmp_path / variant / f"seed{seed}", (0.9, last + seed / 100))
+    results = load_results(tmp_path)
+    assert results.reference == "sup8"      # the highest last mIoU among the supervised-only rows
+    text = markdown(results, [], [])
+    assert "Reference: `sup8`, the best supervised-only row (student mIoU, last evaluation, mean over " \
+           "its runs: `sup8` 65.5, `sup16` 60.5)." in text
+    assert "| `semi` | +5.0 [+5.0, +5.0] | +0.0 [+0.0, +0.0] |" in text     # last, then best (0.9 each)
+    manifest = json.loads((tmp_path / MANIFEST).read_text()) | {"reference": "sup16"}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    assert load_results(tmp_path).reference == "sup16"
+
+
+def test_a_suite_with_an_axis_reports_the_papers_table(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "suite": "budgets.yaml", "reference": None, "supervised": ["sup"], "variants": ["sup", "semi"],
+        "axis": {"key": "data.split", "label": "labels", "values": ["10", "20"]}, "seeds": [0, 1]}))
+    # last mIoU: sup 0.50 / 0.60 at 10 / 20 labels, semi +0.10 / +0.02; seed 1 is 0.02 higher
+    for variant, point, last, best in (("sup", "10", 0.50, 0.55), ("sup", "20", 0.60, 0.60),
+                                       ("semi", "10", 0.60, 0.60), ("semi", "20", 0.62, 0.70)):
+        for seed in (0, 1):
+            write_run(tmp_path / variant / point / f"seed{seed}", (best + seed / 50, last + seed / 50))
+    text = write_report(tmp_path, predictions=0).read_text()
+    assert "axis labels: 10, 20." in text
+    table = text.split("## Student mIoU by labels, last evaluation\n\n", 1)[1]
+    assert table.startswith("| method | labels 10 | labels 20 |\n|---|---|---|\n"
+                            "| `sup` | 51.0 ± 1.4 | 61.0 ± 1.4 |\n| `semi` | 61.0 ± 1.4 | 63.0 ± 1.4 |\n")
+    assert "| `sup` | 56.0 ± 1.4 | 61.0 ± 1.4 |" in text.split("best evaluation", 1)[1]
+    assert "| `semi` | +10.0 [+10.0, +10.0] | +2.0 [+2.0, +2.0] |" in text   # paired at each budget
+    assert "| `semi · 20` | 2 | 2 | 63.0 ± 1.4 | 71.0 ± 1.4 | 2.0 min |" in text
+    rows = {(r["variant"], r["axis_value"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert float(rows["semi", "20", "student/best"]["diff"]) == pytest.approx(0.10)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "miou_by_axis.png").stat().st_size > 0 and "(miou_by_axis.png)" in text

@@ -70,7 +70,7 @@ def test_expansion_is_variants_times_seeds_with_seed_and_command_line_overrides(
     assert [j.recipe.seed for j in suite.jobs] == [3, 4] * 3   # the suite owns the seeds
     assert {j.recipe.optim.iters for j in suite.jobs} == {9}
     assert "fixmatch" not in suite.jobs[2].recipe.plugins and suite.jobs[4].recipe.optim.lr == 0.5
-    assert suite.reference == "a"
+    assert suite.spec.reference is None and suite.supervised_variants == ()
 
 
 @pytest.mark.parametrize("suite, message", [
@@ -82,6 +82,17 @@ def test_expansion_is_variants_times_seeds_with_seed_and_command_line_overrides(
     ({"variants": {"a": {}}}, "variants.a: no recipe"),
     ({"base": "base.yaml", "variants": {"a/b": {}}}, "variants.a/b: a variant name must be a folder name"),
     ({"base": "base.yaml", "variants": {"a": {}}, "seeds": [1, 1]}, "seeds: expected a non-empty list"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "axis": {"key": "data.split"}}, "axis.values: expected a non-empty list"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "axis": {"key": "seed", "values": [1]}}, "axis.key: expected a dotted"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "axis": {"key": "data.split", "values": ["1/8"]}},
+     "axis.values[0]: '1/8': an axis value must be"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "axis": {"key": "data.split", "values": [8, "8"]}},
+     "axis.values: expected distinct values"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "launcher": {"partiton": "gpu"}}, "launcher.partiton: unknown key"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "launcher": {"gpus_per_run": -1}},
+     "launcher.gpus_per_run: -1 is out of range"),
+    ({"base": "base.yaml", "variants": {"a": {}}, "launcher": {"sbatch": {"signal": "USR1@60"}}},
+     "launcher.sbatch.signal: 'signal' is set by the launcher"),
 ])
 def test_bad_suites_name_the_file_and_key(folder, suite, message):
     path = write_suite(folder, suite, "bad.yaml")
@@ -105,6 +116,20 @@ def test_a_bad_variant_fails_at_load_naming_the_file_and_variant(folder, patch, 
     assert str(err.value).startswith(f"{path}: {message}")
 
 
+def test_an_axis_is_crossed_with_variants_and_seeds_and_set_after_patches_and_overrides(folder):
+    path = write_suite(folder, {"base": "base.yaml", "seeds": [0, 1],
+                                "axis": {"key": "data.split", "values": [4, 8], "label": "labels"},
+                                "variants": {"sup": {"patch": {"data": {"batch_unlabeled": 0}, "plugins": {
+                                    "mean_teacher": None, "fixmatch": None, "supervised": {}}}},
+                                             "uni": {"patch": {"data": {"split": "2"}}}}})
+    suite = load_suite(path, ["data.split=6"])
+    assert [j.name for j in suite.jobs] == ["sup/4/seed0", "sup/4/seed1", "sup/8/seed0", "sup/8/seed1",
+                                            "uni/4/seed0", "uni/4/seed1", "uni/8/seed0", "uni/8/seed1"]
+    assert [j.recipe.data.split for j in suite.jobs] == ["4", "4", "8", "8"] * 2  # the suite owns the axis
+    assert [j.recipe.seed for j in suite.jobs] == [0, 1] * 4
+    assert suite.spec.axis.title == "labels" and suite.supervised_variants == ("sup",)
+
+
 def test_a_missing_variant_recipe_is_named(folder):
     path = write_suite(folder, {"variants": {"x": {"recipe": "nope.yaml"}}}, "missing.yaml")
     with pytest.raises(ConfigError, match=r"variants\.x: recipe .*nope\.yaml' not found"):
@@ -114,5 +139,4 @@ def test_a_missing_variant_recipe_is_named(folder):
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
 def test_shipped_suites_validate(path):
     suite = load_suite(path)
-    assert len(suite.jobs) == len(suite.spec.variants) * len(suite.spec.seeds)
-    assert suite.reference in suite.spec.variants
+    assert len(suite.jobs) == len(suite.spec.variants) * len(suite.spec.points()) * len(suite.spec.seeds)

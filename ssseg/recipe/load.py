@@ -94,6 +94,11 @@ def parse_override(text: str) -> dict[str, Any]:
         value = load_yaml(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
+    return nest(key, value)
+
+
+def nest(key: str, value: Any) -> dict[str, Any]:
+    """``("a.b.c", value)`` -> ``{"a": {"b": {"c": value}}}``: a recipe patch setting one key."""
     for part in reversed(key.split(".")):
         value = {part: value}
     return value

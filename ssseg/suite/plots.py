@@ -1,16 +1,14 @@
 """Suite plots (PNG, matplotlib; skipped with a note when it is not installed): mIoU over
-training, final mIoU with error bars, and hardness over training for variants that log it."""
+training, final mIoU with error bars, hardness over training for variants that log it, and for a
+suite with an axis, mIoU against the axis per method."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ssseg.suite.runner import read_records
-
-if TYPE_CHECKING:
-    from ssseg.suite.report import SuiteResults
+from ssseg.suite.folder import read_records
+from ssseg.suite.results import MODELS, SCORES, SuiteResults, summarize
 
 
 def band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -21,10 +19,10 @@ def band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[f
             [max(v) for v in values])
 
 
-def _curves(results: SuiteResults, variant: str, key: str, event: str) -> list[dict[int, float]]:
+def _curves(results: SuiteResults, variant: str, point: str | None, key: str, event: str) -> list[dict[int, float]]:
     curves = []
-    for seed in results.evals[variant]:
-        records = read_records(results.run_dir(variant, seed), event)
+    for seed in results.eval_records[variant, point]:
+        records = read_records(results.run_dir(variant, point, seed), event)
         curve = {r["iteration"]: r[key] for r in records if r.get(key) is not None}
         if curve:
             curves.append(curve)
@@ -32,10 +30,10 @@ def _curves(results: SuiteResults, variant: str, key: str, event: str) -> list[d
 
 
 def _band_plot(ax, results: SuiteResults, key: str, event: str, scale: float = 1.0) -> None:
-    for variant in results.variants:
-        its, mean, lo, hi = band(_curves(results, variant, key, event))
+    for variant, point in results.rows():
+        its, mean, lo, hi = band(_curves(results, variant, point, key, event))
         if its:
-            line, = ax.plot(its, [scale * m for m in mean], label=variant)
+            line, = ax.plot(its, [scale * m for m in mean], label=results.label(variant, point))
             ax.fill_between(its, [scale * v for v in lo], [scale * v for v in hi],
                             color=line.get_color(), alpha=0.2)
 
@@ -43,11 +41,48 @@ def _band_plot(ax, results: SuiteResults, key: str, event: str, scale: float = 1
 def hardness_keys(results: SuiteResults) -> list[str]:
     """Train-record keys containing "hardness" (e.g. ``imas/hardness_mean``) in any run."""
     keys = set()
-    for variant, runs in results.evals.items():
+    for (variant, point), runs in results.eval_records.items():
         for seed in runs:
-            for record in read_records(results.run_dir(variant, seed), "train"):
+            for record in read_records(results.run_dir(variant, point, seed), "train"):
                 keys |= {k for k in record if "hardness" in k}
     return sorted(keys)
+
+
+def axis_positions(points: tuple[str, ...]) -> tuple[list[float], bool]:
+    """x positions of the axis values: the values themselves when all are numbers (e.g. numbers
+    of labels), else 0, 1, 2, ...; and whether they are numbers."""
+    try:
+        return [float(p) for p in points], True
+    except ValueError:
+        return list(range(len(points))), False
+
+
+def _axis_plot(plt, results: SuiteResults, models: list[str], out: Path) -> tuple[str, str]:
+    xs, numeric = axis_positions(results.points)
+    fig, axes = plt.subplots(len(models), len(SCORES), figsize=(5.5 * len(SCORES), 4 * len(models)),
+                             squeeze=False)
+    for row, model in zip(axes, models):
+        for ax, score in zip(row, SCORES):
+            for variant in (v for v in results.variants if results.evaluates(v, model)):
+                stats = [summarize(list(results.per_seed(variant, p, f"{model}/{score}").values()))
+                         for p in results.points]
+                shown = [(x, s) for x, s in zip(xs, stats) if s.mean is not None]
+                if shown:
+                    ax.errorbar([x for x, _ in shown], [100 * s.mean for _, s in shown],
+                                yerr=[100 * (s.std or 0) for _, s in shown], marker="o", capsize=3,
+                                label=variant)
+            if numeric and max(xs) / max(min(xs), 1e-9) >= 8:
+                ax.set_xscale("log")
+            ax.set_xticks(xs, list(results.points))
+            ax.minorticks_off()
+            ax.set(title=f"{model} mIoU, {score} evaluation (mean ± std over seeds)",
+                   xlabel=results.axis_label, ylabel="mIoU (%)")
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    name = "miou_by_axis.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return f"mIoU against {results.axis_label}", name
 
 
 def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]], list[str]]:
@@ -59,10 +94,11 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
         import matplotlib.pyplot as plt
     except ImportError:
         return [], ["no plots: matplotlib is not installed (pip install 'ssseg[report]')"]
-    from ssseg.suite.report import summarize
 
     figures = []
-    models = [m for m in ("student", "teacher") if any(results.has(v, m) for v in results.variants)]
+    models = [m for m in MODELS if any(results.evaluates(v, m) for v in results.variants)]
+    if results.axis_label:
+        figures.append(_axis_plot(plt, results, models, out))
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
         _band_plot(ax, results, f"{model}/miou", "eval", 100)
@@ -73,14 +109,15 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
     plt.close(fig)
     figures.append(("mIoU over training", "miou_curves.png"))
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(results.variants)), 4))
+    rows = results.rows()
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
     width = 0.8 / len(models)
     for k, model in enumerate(models):
-        stats = [summarize(list(results.values(v, f"{model}/last").values())) for v in results.variants]
-        xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(results.variants))]
+        stats = [summarize(list(results.per_seed(v, p, f"{model}/last").values())) for v, p in rows]
+        xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(rows))]
         ax.bar(xs, [100 * (s.mean or 0) for s in stats], width, label=model,
                yerr=[100 * (s.std or 0) for s in stats], capsize=3)
-    ax.set_xticks(range(len(results.variants)), results.variants, rotation=20, ha="right")
+    ax.set_xticks(range(len(rows)), [results.label(v, p) for v, p in rows], rotation=20, ha="right")
     ax.set(title="last val mIoU (mean ± std over seeds)", ylabel="mIoU (%)")
     ax.legend(fontsize="small")
     fig.tight_layout()

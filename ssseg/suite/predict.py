@@ -15,10 +15,10 @@ from ssseg.data.io import read_image
 from ssseg.errors import UserError
 from ssseg.models import eval_mode
 from ssseg.recipe.schema import Recipe
+from ssseg.suite.results import SuiteResults
 
 if TYPE_CHECKING:
     from ssseg.engine.run import Run
-    from ssseg.suite.report import SuiteResults
 
 IGNORE_COLOUR = (255, 255, 255)
 CELL = 128  # grid cell height in pixels
@@ -137,19 +137,20 @@ def evaluation_grid(run: Run, models: dict[str, torch.nn.Module], count: int = 4
 
 def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
-    variant's student prediction (first seed with a finished run, its ``last.pt``)."""
+    row's student prediction (variant and axis value; first seed with a finished run, its
+    ``last.pt``)."""
     from ssseg.recipe.load import build_recipe, read_yaml
 
     columns: dict[str, list[Image.Image]] = {}
-    for variant in results.variants:
-        if not results.evals[variant]:
+    for variant, point in results.rows():
+        if not results.eval_records[variant, point]:
             continue
-        run_dir = results.run_dir(variant, min(results.evals[variant]))
+        run_dir = results.run_dir(variant, point, min(results.eval_records[variant, point]))
         recipe = build_recipe(read_yaml(run_dir / "recipe.yaml"), str(run_dir / "recipe.yaml"))
         run, module = load_model(recipe, run_dir / "last.pt", needs="val")
         samples, first = val_columns(run, count)
         columns = columns or first
-        columns[variant] = prediction_column(run, module, samples)
+        columns[results.label(variant, point)] = prediction_column(run, module, samples)
     if not columns:
         raise UserError("no finished run to predict with")
     grid(columns).save(out / "predictions.png")

@@ -1,9 +1,11 @@
-"""Suite files: the schema, and their expansion into one resolved recipe per variant and seed.
+"""Suite files: the schema, and their expansion into one resolved recipe per variant, axis value
+and seed.
 
-A variant's recipe is built in this order, each step merged over the last with
+A run's recipe is built in this order, each step merged over the last with
 :func:`ssseg.recipe.load.merge`: the variant's ``recipe`` (or the suite's ``base``, with its
 ``extends:`` chain) → the suite's ``overrides`` → the variant's ``patch`` → the command line's
-``-o`` overrides → ``seed: k`` (the suite owns the seeds).
+``-o`` overrides → the axis value (``axis.key: value``) → ``seed: k`` (the suite owns the axis and
+the seeds).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import Any
 import attrs
 
 from ssseg.errors import UserError
-from ssseg.plugin_manager import check_recipe
-from ssseg.recipe.load import build_recipe, merge, parse_override, read_yaml, resolve_extends
+from ssseg.plugin_manager import check_recipe, load_plugin_class
+from ssseg.recipe.load import build_recipe, merge, nest, parse_override, read_yaml, resolve_extends
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure
+from ssseg.recipe.validators import in_range
+from ssseg.suite.folder import run_name
+
+# sbatch options the SLURM launcher sets itself (submitit's logs, its requeue signal, the array)
+MANAGED_SBATCH = ("array", "error", "open_mode", "output", "signal")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -32,28 +39,82 @@ class Variant:
 
 
 @attrs.frozen
+class Axis:
+    """A second axis crossed with the variants and seeds (the columns of a paper's table): the
+    recipe key ``key`` (dotted, e.g. ``data.split``) takes each of ``values`` in turn; ``label``
+    names it in the report (default: the key)."""
+
+    key: str = ""
+    values: tuple[Any, ...] = ()
+    label: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The axis's name in the report."""
+        return self.label or self.key
+
+
+@attrs.frozen
+class SlurmOptions:
+    """The ``launcher:`` section: how ``ssseg suite run --launcher slurm`` submits each run (one
+    SLURM job per run; the command line's flags override these)."""
+
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_run: int = attrs.field(default=1, validator=in_range(0))
+    cpus_per_run: int | None = attrs.field(default=None, validator=in_range(1))
+    nodes_per_run: int = attrs.field(default=1, validator=in_range(1))
+    time_min: int = attrs.field(default=1440, validator=in_range(1))
+    sbatch: dict[str, str | bool] = attrs.field(factory=dict)
+    setup: tuple[str, ...] = ()
+
+    @sbatch.validator
+    def _not_managed(self, attribute: Any, value: dict[str, str | bool]) -> None:
+        for key in value:
+            if key.replace("-", "_") in MANAGED_SBATCH:
+                err = ValueError(f"{key!r} is set by the launcher; it cannot be an extra sbatch option "
+                                 f"(managed: {', '.join(MANAGED_SBATCH)})")
+                err.ssseg_field = f"sbatch.{key}"
+                raise err
+
+
+@attrs.frozen
 class Suite:
-    """A suite file: variants × seeds, compared to the ``reference`` variant."""
+    """A suite file: variants × (axis values) × seeds, compared to the ``reference`` variant."""
 
     variants: dict[str, Variant] = attrs.field(factory=dict)
     base: str | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     overrides: dict[str, Any] = attrs.field(factory=dict)
     reference: str | None = None
+    axis: Axis | None = None
+    launcher: SlurmOptions = attrs.field(factory=SlurmOptions)
+
+    def points(self) -> tuple[str | None, ...]:
+        """The axis values as folder names (``(None,)`` for a suite without an axis)."""
+        return tuple(str(v) for v in self.axis.values) if self.axis else (None,)
 
 
 @attrs.frozen
 class Job:
-    """One training run of a suite: ``<out>/<variant>/seed<seed>/``."""
+    """One training run of a suite: ``<out>/<variant>/[<axis value>/]seed<seed>/``."""
 
     variant: str
     seed: int
     recipe: Recipe
+    point: str | None = None
 
     @property
     def name(self) -> str:
-        """``variant/seed<k>``, the run's folder relative to the suite's output folder."""
-        return f"{self.variant}/seed{self.seed}"
+        """The run's folder relative to the suite's output folder."""
+        return run_name(self.variant, self.point, self.seed)
+
+
+def is_supervised_only(recipe: Recipe) -> bool:
+    """Whether every plugin of ``recipe`` is the ``supervised`` plugin (a row without unlabeled
+    data, a candidate for the suite's reference)."""
+    return all(getattr(load_plugin_class(key, params), "name", None) == "supervised"
+               for key, params in recipe.plugins.items())
 
 
 @attrs.frozen
@@ -65,9 +126,10 @@ class LoadedSuite:
     jobs: tuple[Job, ...]
 
     @property
-    def reference(self) -> str:
-        """The variant the others are compared to (default: the first)."""
-        return self.spec.reference or next(iter(self.spec.variants))
+    def supervised_variants(self) -> tuple[str, ...]:
+        """The variants whose plugins are supervised only (candidates for the reference)."""
+        first = {job.variant: job.recipe for job in reversed(self.jobs)}
+        return tuple(v for v in self.spec.variants if is_supervised_only(first[v]))
 
 
 def read_suite(path: Path) -> Suite:
@@ -91,7 +153,30 @@ def read_suite(path: Path) -> Suite:
     if spec.reference is not None and spec.reference not in spec.variants:
         raise ConfigError("reference", f"{spec.reference!r} is not a variant; valid: "
                           f"{', '.join(spec.variants)}", str(path))
+    if spec.axis is not None:
+        _check_axis(spec.axis, str(path))
     return spec
+
+
+def _check_axis(axis: Axis, source: str) -> None:
+    if not axis.key or any(not part for part in axis.key.split(".")) or axis.key.split(".")[0] == "seed":
+        raise ConfigError("axis.key", f"expected a dotted recipe key such as data.split (not seed: "
+                          f"the suite owns the seeds), got {axis.key!r}", source)
+    if not axis.values:
+        raise ConfigError("axis.values", "expected a non-empty list of values", source)
+    names = [str(v) for v in axis.values]
+    for i, (value, name) in enumerate(zip(axis.values, names)):
+        if isinstance(value, (dict, list)) or value is None or not _NAME.match(name):
+            raise ConfigError(f"axis.values[{i}]", f"{value!r}: an axis value must be a number or a "
+                              "string that is a folder name (letters, digits, '_', '-', '.')", source)
+    if len(set(names)) != len(names):
+        raise ConfigError("axis.values", f"expected distinct values, got {names}", source)
+
+
+def run_patch(spec: Suite, point_index: int | None, seed: int) -> dict[str, Any]:
+    """What the suite sets last in a run's recipe: the axis value (if any) and the seed."""
+    patch = nest(spec.axis.key, spec.axis.values[point_index]) if spec.axis else {}
+    return merge(patch, {"seed": seed})
 
 
 def variant_data(spec: Suite, name: str, folder: Path, overrides: list[str] = ()) -> dict[str, Any]:
@@ -107,19 +192,22 @@ def variant_data(spec: Suite, name: str, folder: Path, overrides: list[str] = ()
 
 
 def load_suite(path: str | Path, overrides: list[str] = ()) -> LoadedSuite:
-    """Read a suite and resolve every variant × seed into a validated recipe (plugin configs
-    included), so that a bad variant fails before anything trains, naming the file and variant."""
+    """Read a suite and resolve every variant × axis value × seed into a validated recipe (plugin
+    configs included), so that a bad variant fails before anything trains, naming the file and
+    variant."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", "suite file not found", str(path))
     spec = read_suite(path)
+    grid = [(p, i if spec.axis else None, seed) for i, p in enumerate(spec.points()) for seed in spec.seeds]
     jobs = []
     for name in spec.variants:
         try:
             data = variant_data(spec, name, path.parent, overrides)
-            recipes = [build_recipe(merge(data, {"seed": seed}), "") for seed in spec.seeds]
-            check_recipe(recipes[0])
+            recipes = [build_recipe(merge(data, run_patch(spec, i, seed)), "") for _, i, seed in grid]
+            for recipe in recipes[::len(spec.seeds)]:  # one per axis value: an axis may set plugin keys
+                check_recipe(recipe)
         except UserError as err:
             raise ConfigError(f"variants.{name}", str(err), str(path)) from None
-        jobs += [Job(name, seed, recipe) for seed, recipe in zip(spec.seeds, recipes)]
+        jobs += [Job(name, seed, recipe, point) for (point, _, seed), recipe in zip(grid, recipes)]
     return LoadedSuite(path, spec, tuple(jobs))
