@@ -41,6 +41,7 @@ class FixMatch(Plugin):
     """One strong view "strong" (coefficient 1), colour-jittered, blurred and CutMixed."""
 
     name = "fixmatch"
+    requires_hookspec = 4  # mix_partner: same_image (the second weak view)
 
     @attrs.frozen
     class Config:

@@ -35,6 +35,7 @@ class TensorBoard(Plugin):
     """Writes the run's scalars, evaluations and prediction grids as TensorBoard event files."""
 
     name = "tensorboard"
+    requires_hookspec = 4  # after_eval(models)
 
     @attrs.frozen
     class Config:

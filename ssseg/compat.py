@@ -30,6 +30,10 @@ CHANGES: dict[int, str] = {
        "tensors), view names 'labeled' and 'weak' are reserved (outputs.weak holds the weak batch's "
        "logits when it is forwarded; FeatureRequest.student_on_weak asks for it); removed: "
        "StepContext.progress (use ctx.iteration / ctx.max_iters)",
+    4: "after_eval gains models (the evaluated modules by name); a second weak view of the same "
+       "unlabeled images on request (FeatureRequest.second_view -> UnlabeledBatch.second, labelled "
+       "in eval mode) that a CutMix plan may paste from (AugmentationPlan.cutmix_donor='second', "
+       "donor_photometric); ssseg.api gains eval_mode and evaluation_grid",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
                                     StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 
 PROJECT = "ssseg"
-HOOKSPEC_VERSION = 3
+HOOKSPEC_VERSION = 4
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 

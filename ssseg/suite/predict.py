@@ -5,20 +5,22 @@ same grid for the models one run evaluates."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ssseg.data.io import read_image
+from ssseg.engine.checkpoint import load_weights
+from ssseg.engine.evaluate import predict
+from ssseg.engine.precision import autocast
+from ssseg.engine.run import Run, build_run
+from ssseg.engine.trainer import evaluated_models
 from ssseg.errors import UserError
 from ssseg.models import eval_mode
+from ssseg.recipe.load import build_recipe, read_yaml
 from ssseg.recipe.schema import Recipe
 from ssseg.suite.results import SuiteResults
-
-if TYPE_CHECKING:
-    from ssseg.engine.run import Run
 
 IGNORE_COLOUR = (255, 255, 255)
 CELL = 128  # grid cell height in pixels
@@ -51,10 +53,6 @@ def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
     """Build the recipe's run (with the data ``needs`` names: none by default, ``val`` for the
     val set), load the checkpoint's weights, and return the run with the module ``model``
     (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
-    from ssseg.engine.checkpoint import load_weights
-    from ssseg.engine.run import build_run
-    from ssseg.engine.trainer import evaluated_models
-
     run = build_run(recipe, needs=needs)
     load_weights(run, checkpoint)
     models = evaluated_models(run)
@@ -66,9 +64,6 @@ def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
 def predict_mask(run: Run, module: torch.nn.Module, image: Tensor) -> Tensor:
     """Class indices ``[H,W]`` for ``image`` ``[3,H,W]`` with the recipe's evaluation mode and
     ``run.precision``, as training's evaluations predict."""
-    from ssseg.engine.evaluate import predict
-    from ssseg.engine.precision import autocast
-
     r = run.recipe
     with autocast(run.device, r.run.precision):
         return predict(module, image.to(run.device), r.eval, r.data.crop, run.data.num_classes).cpu()
@@ -139,8 +134,6 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
     row's student prediction (variant and axis value; first seed with a finished run, its
     ``last.pt``)."""
-    from ssseg.recipe.load import build_recipe, read_yaml
-
     columns: dict[str, list[Image.Image]] = {}
     for variant, point in results.rows():
         if not results.eval_records[variant, point]:

@@ -1,0 +1,30 @@
+"""Every ssseg module imports first, in a fresh set of ssseg modules: no import cycle depends on
+which module a user (or a plugin, or a test) happens to import first."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import ssseg
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(ssseg.__path__, "ssseg.")
+                 if not m.name.startswith("ssseg.templates") and not m.name.endswith("__main__"))
+
+
+def test_every_module_imports_first():
+    failed = {}
+    for name in MODULES:
+        saved = {k: v for k, v in sys.modules.items() if k == "ssseg" or k.startswith(("ssseg.", "ssseg_plugins"))}
+        for key in saved:
+            del sys.modules[key]
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - reported below, by module
+            failed[name] = f"{type(err).__name__}: {err}"
+        finally:
+            for key in [k for k in sys.modules if k == "ssseg" or k.startswith(("ssseg.", "ssseg_plugins"))]:
+                del sys.modules[key]
+            sys.modules.update(saved)
+    assert len(MODULES) > 40 and failed == {}
