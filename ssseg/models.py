@@ -8,7 +8,6 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -148,7 +147,10 @@ def build_model(cfg: ModelConfig, num_classes: int) -> SegModel:
 
 def smp_net(cfg: ModelConfig, classes: int) -> nn.Module:
     """``smp.<arch>(encoder_name=encoder, classes=classes, **options)`` with random weights and
-    without the encoder stages it never runs."""
+    without the encoder stages it never runs. smp (and timm) load here, at the first smp model:
+    importing them takes seconds that ``ssseg plugins`` and other commands without a model skip."""
+    import segmentation_models_pytorch as smp
+
     arch = getattr(smp, cfg.arch, None)
     if not isinstance(arch, type) or not issubclass(arch, nn.Module):
         valid = sorted(n for n in dir(smp) if isinstance(getattr(smp, n), type)
