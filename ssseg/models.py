@@ -57,8 +57,11 @@ class SegModel(nn.Module):
         """Encoder features of normalised, padded ``images`` ``[B,3,H,W]``."""
         x = (images - self.mean) / self.std
         h, w = x.shape[-2:]
-        # padded also by 0 (a copy) so that a traced or exported graph pads every input size
-        x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        # a traced graph (TorchScript, ONNX export) pads always, so that it pads every input size;
+        # training and evaluation skip the copy when nothing needs padding
+        if pad_h or pad_w or torch.jit.is_tracing():
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.net.encoder(x.contiguous(memory_format=self.memory_format))
 
     def decode(self, features: list[Tensor], size: tuple[int, int]) -> Tensor:
