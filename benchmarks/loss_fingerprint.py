@@ -1,13 +1,15 @@
-"""Bit-level fingerprint of the shipped strategies: every loss term of every step, and the final
-weights, for a few steps of each embedded recipe on one thread.
+"""Bit-level fingerprint of every embedded-data recipe: each logged value of the first steps, the
+evaluation at the end and the final weights, trained through ``ssseg train`` on one thread.
 
     python benchmarks/loss_fingerprint.py --write benchmarks/loss_fingerprint.json   # record
     python benchmarks/loss_fingerprint.py --check benchmarks/loss_fingerprint.json   # compare
 
 A change to the core that must not change any strategy (a new hook spec, a refactor of the step)
-is checked with ``--check`` against the fingerprint recorded before it: losses are compared as
-exact float bits (``float.hex``) and weights by a SHA-256 of their bytes. The overhead benchmark
-(benchmarks/overhead.py) checks the same bit-identity against a hand-written loop.
+is checked with ``--check`` against the fingerprint recorded before it: losses and mIoU are
+compared as exact float bits (``float.hex``) and weights by a SHA-256 of the checkpoint's model
+tensors. It runs the command line in this process, so it depends on no internal API and keeps
+working across a redesign of the trainer. Every recipe under ``recipes/`` (the shared bases,
+paper recipes and suites aside) whose dataset is ``embedded`` is covered.
 """
 
 from __future__ import annotations
@@ -17,43 +19,68 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
-
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ssseg.engine.run import build_run  # noqa: E402
-from ssseg.engine.trainer import Trainer  # noqa: E402
+import torch  # noqa: E402
+
+from ssseg.cli import main as ssseg_main  # noqa: E402
 from ssseg.recipe.load import load_recipe  # noqa: E402
 
-RECIPES = ["quickstart", "fixmatch", "unimatch", "imas", "imas_unimatch", "mean_teacher"]
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12
-OVERRIDES = [f"optim.iters={STEPS}", "eval.every=100000", "run.threads=1", "run.log_every=1"]
+OVERRIDES = [f"optim.iters={STEPS}", "eval.every=100000", "eval.max_images=4", "run.threads=1",
+             "run.log_every=1", "run.checkpoint_every=100000"]
+MODEL_KEYS = ("student", "teacher", "modules")
+UNTIMED = ("event", "wall_s")  # every other train-record value (losses, lr, λ_u, plugin logs) is compared
 
 
-def weights_digest(modules: dict[str, torch.nn.Module]) -> str:
-    """SHA-256 over every tensor of ``modules``' state dicts, in key order."""
+def embedded_recipes() -> list[str]:
+    """The recipes (relative to ``recipes/``) that train on the embedded dataset."""
+    found = []
+    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
+        rel = path.relative_to(ROOT / "recipes")
+        if rel.parts[0] in ("base", "paper", "suites"):
+            continue
+        if load_recipe(path, []).data.dataset == "embedded":
+            found.append(rel.as_posix())
+    return found
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """SHA-256 over every model tensor of a checkpoint (student, teacher, modules), in key order."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     digest = hashlib.sha256()
-    for name, module in sorted(modules.items()):
-        for key, value in sorted(module.state_dict().items()):
-            digest.update(f"{name}.{key}".encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                walk(f"{prefix}.{key}", value[key])
+        elif isinstance(value, torch.Tensor):
+            digest.update(prefix.encode())
+            digest.update(value.detach().contiguous().numpy().tobytes())
+
+    for key in MODEL_KEYS:
+        walk(key, state.get(key))
     return digest.hexdigest()
 
 
 def fingerprint(name: str) -> dict:
-    """Loss terms of each step (float.hex) and the final weights' digest of one recipe."""
-    recipe = load_recipe(Path("recipes") / f"{name}.yaml", OVERRIDES)
-    trainer = Trainer(build_run(recipe))
-    losses = []
-    batches = trainer.batches()
-    for _ in range(STEPS):
-        logs = trainer.step(*next(batches))
-        losses.append({k: float(v).hex() for k, v in sorted(logs.items()) if k.startswith("loss")})
-    run = trainer.run
-    modules = {"student": run.student} | ({"teacher": run.teacher} if run.teacher is not None else {})
-    return {"losses": losses, "weights": weights_digest(modules)}
+    """Loss terms of each step and the final evaluation (float.hex) and the weights' digest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        code = ssseg_main(["train", str(ROOT / "recipes" / name), "--out", str(out),
+                           *[a for o in OVERRIDES for a in ("-o", o)]])
+        if code != 0:
+            raise SystemExit(f"{name}: ssseg train exited {code}")
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses = [{k: float(v).hex() for k, v in sorted(r.items()) if k not in UNTIMED}
+                  for r in records if r["event"] == "train"]
+        evals = [{k: float(v).hex() for k, v in sorted(r.items()) if k.endswith("/miou")}
+                 for r in records if r["event"] == "eval"]
+        return {"losses": losses, "eval": evals, "weights": weights_digest(out / "last.pt")}
 
 
 def main() -> int:
@@ -61,23 +88,24 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", type=Path, help="record the fingerprint to this JSON file")
     group.add_argument("--check", type=Path, help="compare with the fingerprint in this JSON file")
-    parser.add_argument("--recipes", nargs="*", default=RECIPES)
+    parser.add_argument("--recipes", nargs="*", help="recipes relative to recipes/ (default: all embedded)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    found = {name: fingerprint(name) for name in args.recipes}
+    found = {name: fingerprint(name) for name in (args.recipes or embedded_recipes())}
     if args.write:
         args.write.write_text(json.dumps(found, indent=1) + "\n")
-        print(f"wrote {args.write}")
+        print(f"wrote {args.write} ({len(found)} recipes)")
         return 0
     expected = json.loads(args.check.read_text())
     bad = 0
     for name, got in found.items():
-        want = expected[name]
-        same_losses = got["losses"] == want["losses"]
-        same_weights = got["weights"] == want["weights"]
-        print(f"{name:15s} losses {'identical' if same_losses else 'DIFFER'}, "
-              f"weights {'identical' if same_weights else 'DIFFER'}")
-        bad += not (same_losses and same_weights)
+        want = expected.get(name)
+        if want is None:
+            print(f"{name:45s} not in {args.check}")
+            bad += 1
+            continue
+        verdict = {part: "identical" if got[part] == want[part] else "DIFFER" for part in got}
+        print(f"{name:45s} " + ", ".join(f"{part} {v}" for part, v in verdict.items()))
+        bad += "DIFFER" in verdict.values()
     return 1 if bad else 0
 
 
