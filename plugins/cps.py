@@ -61,8 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import (AugmentationPlan, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run, StepContext,
-                       StudentOutputs, UnlabeledBatch, UserError, View, ViewInput, hookimpl)
+from ssseg.api import (AugmentationPlan, BuildContext, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
+                       StepContext, StudentOutputs, UnlabeledBatch, UserError, View, ViewInput, cross_entropy,
+                       hookimpl)
 from ssseg.augment import box_masks, mix, mix_from
 
 F2 = "cps_f2"  # the name of f2 in run.modules / ctx.modules
@@ -108,12 +109,6 @@ def random_cycle(batch_size: int, generator: torch.Generator) -> Tensor:
     return partner
 
 
-def supervised(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
-    """CE(logits, y): the mean over the pixels whose label is not ``ignore_index`` (0 if none is)."""
-    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
-    return loss / (target != ignore_index).sum().clamp_min(1)
-
-
 def cross_supervision(z1: Tensor, z2: Tensor, y1: Tensor, y2: Tensor) -> Tensor:
     """L_cps = CE(z1, Y2) + CE(z2, Y1), each a mean over every pixel."""
     return F.cross_entropy(z1, y2) + F.cross_entropy(z2, y1)
@@ -123,7 +118,7 @@ class CPS(Plugin):
     """Cross pseudo supervision between the student f1 and a second network f2 (``cps_f2``)."""
 
     name = "cps"
-    requires_hookspec = 3
+    requires_hookspec = 5  # validate, build_modules(build)
 
     @attrs.frozen
     class Config:
@@ -144,26 +139,26 @@ class CPS(Plugin):
     # -- build -------------------------------------------------------------------------------
 
     @hookimpl
-    def build_modules(self, run: Run) -> dict[str, nn.Module]:
-        """f2: the recipe's model with its own initialisation (seed ``f2_seed`` or seed + 1)."""
-        seed = self.config.f2_seed if self.config.f2_seed is not None else run.recipe.seed + 1
-        return {F2: run.new_model(seed)}
-
-    @hookimpl
-    def setup(self, run: Run) -> None:
-        """f1 and f2 must be weighted alike: ``unsup.supervised_weight`` scales only f1's L_x."""
-        if run.recipe.unsup.supervised_weight != 1:
-            raise UserError(f"plugins.{self.recipe_key or self.name}: needs unsup.supervised_weight: 1 "
-                            f"(got {run.recipe.unsup.supervised_weight}); it weights only f1's supervised "
-                            "loss, f2's is added as it is")
-
-    @hookimpl
-    def pseudo_label_source(self, run: Run) -> str:
+    def pseudo_label_source(self) -> str:
         """No teacher: f1 and f2 make each other's targets."""
         return "none"
 
     @hookimpl
-    def request_features(self, run: Run) -> FeatureRequest | None:
+    def validate(self, recipe) -> None:
+        """f1 and f2 must be weighted alike: ``unsup.supervised_weight`` scales only f1's L_x."""
+        if recipe.unsup.supervised_weight != 1:
+            raise UserError(f"plugins.{self.recipe_key or self.name}: needs unsup.supervised_weight: 1 "
+                            f"(got {recipe.unsup.supervised_weight}); it weights only f1's supervised "
+                            "loss, f2's is added as it is")
+
+    @hookimpl
+    def build_modules(self, build: BuildContext) -> dict[str, nn.Module]:
+        """f2: the recipe's model with its own initialisation (seed ``f2_seed`` or seed + 1)."""
+        seed = self.config.f2_seed if self.config.f2_seed is not None else build.recipe.seed + 1
+        return {F2: build.new_model(seed)}
+
+    @hookimpl
+    def request_features(self) -> FeatureRequest | None:
         """The released pairing: a second weak view of every unlabeled image (u_b)."""
         c = self.config
         return FeatureRequest(second_view=True) if c.cutmix and c.released_pairing else None
@@ -200,7 +195,7 @@ class CPS(Plugin):
         bl = labeled.image.shape[0]
         images = [labeled.image] if view is None else [labeled.image, view.image]
         z2 = ctx.modules[F2](torch.cat(images))  # f2's only gradient forward this step (DDP allows one)
-        terms: dict[str, Tensor | LossTerm] = {"cps/sup_f2": supervised(z2[:bl], labeled.mask, ctx.ignore_index)}
+        terms: dict[str, Tensor | LossTerm] = {"cps/sup_f2": cross_entropy(z2[:bl], labeled.mask, ctx.ignore_index)}
         if self.config.cutmix:  # s1, s2 on the mixed unlabeled rows only
             if view is None:
                 return terms

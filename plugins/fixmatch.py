@@ -31,7 +31,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, FeatureRequest, Plugin, Pseudo, Run, StepContext, UnlabeledBatch,
+from ssseg.api import (AugmentationPlan, FeatureRequest, Plugin, Pseudo, StepContext, UnlabeledBatch,
                        View, hookimpl, in_range)
 from ssseg.augment.cutmix import fixmatch_boxes
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
@@ -60,12 +60,12 @@ class FixMatch(Plugin):
         mix_partner: Literal["other_image", "same_image"] = "other_image"
 
     @hookimpl
-    def pseudo_label_source(self, run: Run) -> str:
+    def pseudo_label_source(self) -> str:
         """Where ŷ comes from (``pseudo_labels``)."""
         return self.config.pseudo_labels
 
     @hookimpl
-    def request_features(self, run: Run) -> FeatureRequest | None:
+    def request_features(self) -> FeatureRequest | None:
         """A second weak view of every unlabeled image with ``mix_partner: same_image``."""
         return FeatureRequest(second_view=True) if self.config.mix_partner == "same_image" else None
 

@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, Plugin, Pseudo, Run, StepContext, UnlabeledBatch,
+from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch,
                        View, hookimpl, in_range, positive)
 from ssseg.augment import apply_plan, hard_easy_partners, imas_boxes, sample_imas_plan
-from ssseg_plugins.imas_hardness import easiness_of, require_hardness
+from ssseg_plugins.imas_hardness import easiness_of
 
 WEAK_VIEW = "x_w"  # the weak batch as a coefficient-0 view (weak_in_forward)
 
@@ -52,6 +52,7 @@ class IMASAugmentation(Plugin):
     """Answers ``plan_views`` and ``schedule_augmentation`` with iMAS's adaptive views."""
 
     name = "imas_augmentation"
+    requires_hookspec = 5
 
     @attrs.frozen
     class Config:
@@ -81,11 +82,10 @@ class IMASAugmentation(Plugin):
         c = self.config
         return c.adapt != "none" or (c.cutmix and (c.cutmix_prob is None or c.cutmix_pairing == "hard_easy"))
 
-    @hookimpl
-    def setup(self, run: Run) -> None:
-        """Refuse a recipe without a hardness estimator when an option needs e."""
-        if self.uses_hardness:
-            require_hardness(run, self.recipe_key)
+    @property
+    def requires(self) -> dict[str, str]:
+        """A hardness estimator, when an option reads e."""
+        return {"estimate_hardness": "imas_hardness"} if self.uses_hardness else {}
 
     @hookimpl
     def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:

@@ -20,14 +20,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import Plugin, Pseudo, Run, StepContext, UnlabeledBatch, UserError, eval_mode, hookimpl, in_range
-
-
-def require_hardness(run: Run, plugin: str) -> None:
-    """For plugins that use γ: fail at build time when no plugin answers ``estimate_hardness``."""
-    if not run.pm.hook.estimate_hardness.get_hookimpls():
-        raise UserError(f"plugins.{plugin}: needs per-image hardness; add `imas_hardness: {{}}` "
-                        "(or another estimate_hardness provider) to the recipe's plugins")
+from ssseg.api import Plugin, Pseudo, StepContext, UnlabeledBatch, UserError, eval_mode, hookimpl, in_range
 
 
 def easiness_of(hardness: Tensor | None, plugin: str) -> Tensor:

@@ -18,23 +18,21 @@ from __future__ import annotations
 import attrs
 from torch import Tensor
 
-from ssseg.api import Plugin, Pseudo, Run, StepContext, View, hookimpl
-from ssseg_plugins.imas_hardness import easiness_of, require_hardness
+from ssseg.api import Plugin, Pseudo, StepContext, View, hookimpl
+from ssseg_plugins.imas_hardness import easiness_of
 
 
 class IMASWeighting(Plugin):
     """Answers ``weight_loss`` with e_i = 1 − γ_i for every unlabeled view."""
 
     name = "imas_weighting"
+    requires_hookspec = 5
 
     @attrs.frozen
     class Config:
         """No parameters."""
 
-    @hookimpl
-    def setup(self, run: Run) -> None:
-        """Refuse a recipe without a hardness estimator."""
-        require_hardness(run, self.recipe_key)
+    requires = {"estimate_hardness": "imas_hardness"}  # γ comes from a hardness estimator
 
     @hookimpl
     def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo, hardness: Tensor | None) -> Tensor:

@@ -24,13 +24,14 @@ import attrs
 import torch
 from torch import nn
 
-from ssseg.api import Plugin, Run, StepContext, hookimpl, in_range
+from ssseg.api import EvalModel, Plugin, StepContext, ema_decay, ema_update_, hookimpl, in_range
 
 
 class MeanTeacher(Plugin):
     """An EMA teacher of the student that makes the pseudo-labels and is evaluated too."""
 
     name = "mean_teacher"
+    requires_hookspec = 5
 
     @attrs.frozen
     class Config:
@@ -48,7 +49,7 @@ class MeanTeacher(Plugin):
         self._counts: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # integer buffers
 
     @hookimpl
-    def build_teacher(self, run: Run, student: nn.Module) -> nn.Module:
+    def build_teacher(self, student: nn.Module) -> nn.Module:
         """θ' ← θ: a frozen copy of the student in eval mode."""
         self.teacher = copy.deepcopy(student).eval().requires_grad_(False)
         pairs = list(zip([*self.teacher.parameters(), *self.teacher.buffers()],
@@ -67,20 +68,19 @@ class MeanTeacher(Plugin):
             return 0.0
         if not self.config.ramp_up:
             return self.config.decay
-        return min(1.0 - 1.0 / (ctx.iteration + 1), self.config.decay)
+        return ema_decay(ctx.iteration, self.config.decay)
 
     @hookimpl
     @torch.no_grad()
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """θ'_t = d_t·θ'_{t−1} + (1 − d_t)·θ_t over parameters and float buffers; copy the rest."""
         d = self.decay_at(ctx)
-        if self._floats[0]:  # tensor pairs gathered once in build_teacher (updated in place)
-            torch._foreach_lerp_(*self._floats, 1.0 - d)  # θ' + (1 − d)(θ − θ')
+        ema_update_(*self._floats, d)  # tensor pairs gathered once in build_teacher (updated in place)
         if self._counts[0]:
             torch._foreach_copy_(*self._counts)
         ctx.log("ema_decay", d)
 
     @hookimpl
-    def eval_models(self, run: Run) -> dict[str, nn.Module]:
-        """Evaluate the teacher beside the student."""
-        return {"teacher": self.teacher}
+    def eval_models(self) -> dict[str, EvalModel]:
+        """Evaluate the teacher beside the student; ``best.pt`` follows the teacher."""
+        return {"teacher": EvalModel(self.teacher, headline=True)}

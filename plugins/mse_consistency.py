@@ -20,7 +20,7 @@ import math
 
 import attrs
 
-from ssseg.api import (FeatureRequest, Plugin, Pseudo, Run, StepContext, StudentOutputs, UnlabeledBatch,
+from ssseg.api import (FeatureRequest, Plugin, Pseudo, StepContext, StudentOutputs, UnlabeledBatch,
                        hookimpl, in_range)
 
 
@@ -44,7 +44,7 @@ class MSEConsistency(Plugin):
         return self.config.weight * math.exp(-5.0 * phase * phase)
 
     @hookimpl
-    def request_features(self, run: Run) -> FeatureRequest:
+    def request_features(self) -> FeatureRequest:
         """The student sees the weak batch x unchanged in its training forward."""
         return FeatureRequest(student_on_weak=True)
 

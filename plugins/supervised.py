@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import attrs
 
-from ssseg.api import Plugin, Run, StepContext, UserError, View, hookimpl
+from ssseg.api import Plugin, StepContext, UserError, View, hookimpl
 
 
 class Supervised(Plugin):
     """Trains on labeled data only."""
 
     name = "supervised"
+    requires_hookspec = 5
 
     @attrs.frozen
     class Config:
         """No parameters."""
 
     @hookimpl
-    def setup(self, run: Run) -> None:
+    def validate(self, recipe) -> None:
         """Refuse a recipe that would load unlabeled batches it never uses."""
-        if run.recipe.data.batch_unlabeled:
+        if recipe.data.batch_unlabeled:
             raise UserError("plugins.supervised: trains on labeled data only; set "
                             "data.batch_unlabeled: 0 (and, to compare fairly, data.batch_labeled to "
                             "the semi-supervised recipe's labeled + unlabeled batch)")

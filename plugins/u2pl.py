@@ -86,13 +86,12 @@ from typing import Literal
 
 import attrs
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import (AugmentationPlan, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run, StepContext,
-                       StudentOutputs, UnlabeledBatch, UserError, View, ViewInput, hookimpl, in_range,
-                       positive)
+from ssseg.api import (AugmentationPlan, BuildContext, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
+                       StepContext, StudentOutputs, UnlabeledBatch, UserError, View, ViewInput,
+                       all_gather_rows, ema_decay, ema_update_, hookimpl, in_range, positive)
 from ssseg.augment import box_masks
 
 VIEW = "mix"
@@ -232,25 +231,6 @@ def info_nce(anchors: Tensor, positive: Tensor, queue: Tensor, num_anchors: int,
     return F.cross_entropy(logits, torch.zeros(num_anchors, dtype=torch.long, device=a.device))
 
 
-def all_gather_rows(rows: Tensor) -> Tensor:
-    """The ``rows`` of every process concatenated in rank order (counts may differ); this
-    process's rows when torch.distributed is not initialised."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return rows
-    world = dist.get_world_size()
-    count = torch.tensor([rows.shape[0]], device=rows.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    most = int(max(counts))
-    if most == 0:
-        return rows
-    padded = rows.new_zeros((most, *rows.shape[1:]))
-    padded[: rows.shape[0]] = rows
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([g[: int(n)] for g, n in zip(gathered, counts)])
-
-
 def _rank_order(config, attribute, value: int) -> None:
     if value <= config.rank_low:
         err = ValueError(f"{value!r} must be > rank_low ({config.rank_low})")
@@ -263,7 +243,8 @@ class U2PL(Plugin):
     negatives), its CutMix view and its representation head."""
 
     name = "u2pl"
-    requires_hookspec = 3
+    requires_hookspec = 5
+    requires = {"build_teacher": "mean_teacher: {decay: 0.99, warmup_epochs: 2}"}  # Q^t, R^t: a teacher
 
     @attrs.frozen
     class Config:
@@ -304,11 +285,14 @@ class U2PL(Plugin):
     # -- build -------------------------------------------------------------------------------
 
     @hookimpl
-    def build_modules(self, run: Run) -> dict[str, nn.Module]:
-        """g on the decoder output F, whose width and reduction the student reports."""
-        geometry = run.student.feature_geometry()
+    def build_modules(self, build: BuildContext) -> dict[str, nn.Module]:
+        """g on the decoder output F, whose width and reduction the student reports (unused in
+        the warm start, so DDP searches its graph for unused parameters)."""
+        geometry = build.student.feature_geometry()
         self.reduction = geometry["decoder_reduction"]
-        return {"u2pl_rep": representation_head(geometry["decoder"], self.config.rep_dim)}
+        head = representation_head(geometry["decoder"], self.config.rep_dim)
+        head.ddp_find_unused_parameters = True
+        return {"u2pl_rep": head}
 
     @hookimpl
     def setup(self, run: Run) -> None:
@@ -318,15 +302,16 @@ class U2PL(Plugin):
         self.queues = [torch.zeros(0, self.config.rep_dim) for _ in range(run.data.num_classes)]
 
     @hookimpl
-    def request_features(self, run: Run) -> FeatureRequest:
-        """F of the student's forward; refuses a run without a separate teacher."""
-        key = self.recipe_key or self.name
-        if run.teacher is None:
-            raise UserError(f"plugins.{key}: needs an EMA teacher (its train-mode forward gives Q^t and "
-                            "R^t); add `mean_teacher: {decay: 0.99, warmup_epochs: 2}` to the recipe")
-        if run.pseudo_label_source == "none":
-            raise UserError(f"plugins.{key}: needs the teacher's pseudo-labels ŷ, but the pseudo-label "
-                            "source is 'none'")
+    def validate(self, pseudo_label_source: str) -> None:
+        """ŷ comes from the teacher: refuse a recipe whose pseudo-label source is 'none'."""
+        if pseudo_label_source == "none":
+            raise UserError(f"plugins.{self.recipe_key or self.name}: needs the teacher's pseudo-labels ŷ, "
+                            "but the pseudo-label source is 'none' (a co-training plugin such as cps "
+                            "makes its own targets): remove one of them")
+
+    @hookimpl
+    def request_features(self) -> FeatureRequest:
+        """F of the student's forward."""
         return FeatureRequest(student=("decoder",))
 
     # -- the step ----------------------------------------------------------------------------
@@ -420,10 +405,8 @@ class U2PL(Plugin):
     def after_optimizer_step(self, ctx: StepContext) -> None:
         """ḡ ← d·ḡ + (1 − d)·g over parameters; d = 0 through epoch S, then
         min(1 − 1/(t + 1), α)."""
-        d = 0.0 if ctx.epoch <= self.config.sup_only_epochs else \
-            min(1.0 - 1.0 / (ctx.iteration + 1), self.config.ema_decay)
-        for target, source in zip(self.ema_head.parameters(), self.head.parameters(), strict=True):
-            target.lerp_(source, 1.0 - d)
+        d = 0.0 if ctx.epoch <= self.config.sup_only_epochs else ema_decay(ctx.iteration, self.config.ema_decay)
+        ema_update_(list(self.ema_head.parameters()), list(self.head.parameters()), d)
 
     # -- state -------------------------------------------------------------------------------
 

@@ -1,17 +1,19 @@
 """Checks of hook answers where they enter the core: a wrong type or shape is a
 :class:`~ssseg.errors.UserError` naming the plugin, the hook and what it gave, instead of a
-traceback (or a silent broadcast) somewhere later in the step."""
+traceback (or a silent broadcast) somewhere later in the step. Each check takes a non-None answer
+and the hook's arguments and returns what is wrong, or None; the step table
+(:mod:`ssseg.step_table`) says which hook each one checks."""
 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor, nn
 
 from ssseg.engine.forward import LABELED, WEAK
-from ssseg.engine.types import (FEATURE_NAMES, PSEUDO_LABEL_SOURCES, AugmentationPlan, FeatureRequest,
-                                LossTerm, View)
+from ssseg.engine.types import (FEATURE_NAMES, PSEUDO_LABEL_SOURCES, AugmentationPlan, EvalModel,
+                                FeatureRequest, LossTerm, View)
 
 
 RESERVED_PARTS = (LABELED, WEAK)
@@ -25,24 +27,28 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def _named_modules(answer: Any, kwargs: dict) -> str | None:
+def named_modules(answer: Any, kwargs: dict) -> str | None:
+    """A dict of name -> module (``build_modules``)."""
     if not isinstance(answer, dict) or not all(isinstance(k, str) and isinstance(v, nn.Module)
                                                for k, v in answer.items()):
         return f"expected a dict of name -> torch.nn.Module, got {describe(answer)}"
     return None
 
 
-def _module(answer: Any, kwargs: dict) -> str | None:
+def module(answer: Any, kwargs: dict) -> str | None:
+    """A module (``build_teacher``)."""
     return None if isinstance(answer, nn.Module) else f"expected a torch.nn.Module, got {describe(answer)}"
 
 
-def _source(answer: Any, kwargs: dict) -> str | None:
+def source(answer: Any, kwargs: dict) -> str | None:
+    """One of the pseudo-label sources."""
     if answer in PSEUDO_LABEL_SOURCES:
         return None
     return f"expected one of {', '.join(map(repr, PSEUDO_LABEL_SOURCES))}, got {describe(answer)}"
 
 
-def _features(answer: Any, kwargs: dict) -> str | None:
+def features(answer: Any, kwargs: dict) -> str | None:
+    """A FeatureRequest of known feature names."""
     if not isinstance(answer, FeatureRequest):
         return f"expected a FeatureRequest, got {describe(answer)}"
     unknown = sorted((set(answer.student) | set(answer.teacher)) - set(FEATURE_NAMES))
@@ -51,14 +57,16 @@ def _features(answer: Any, kwargs: dict) -> str | None:
     return None
 
 
-def _per_instance(answer: Any, kwargs: dict) -> str | None:
+def per_instance(answer: Any, kwargs: dict) -> str | None:
+    """One value per unlabeled image ``[B]``."""
     batch = kwargs["unlabeled"].image.shape[0]
     if isinstance(answer, Tensor) and tuple(answer.shape) == (batch,):
         return None
     return f"expected a tensor of shape [{batch}] (one value per unlabeled image), got {describe(answer)}"
 
 
-def _views(answer: Any, kwargs: dict) -> str | None:
+def views(answer: Any, kwargs: dict) -> str | None:
+    """A list of uniquely named views, none with a reserved name."""
     if not isinstance(answer, list) or not all(isinstance(v, View) for v in answer):
         return f"expected a list of View, got {describe(answer)}"
     names = [v.name for v in answer]
@@ -69,7 +77,8 @@ def _views(answer: Any, kwargs: dict) -> str | None:
     return None
 
 
-def _plan(answer: Any, kwargs: dict) -> str | None:
+def plan(answer: Any, kwargs: dict) -> str | None:
+    """An AugmentationPlan whose CutMix donor exists."""
     if not isinstance(answer, AugmentationPlan):
         return f"expected an AugmentationPlan, got {describe(answer)}"
     if answer.cutmix_donor not in ("view", "second"):
@@ -80,31 +89,35 @@ def _plan(answer: Any, kwargs: dict) -> str | None:
     return None
 
 
-def _scalar(answer: Any, kwargs: dict) -> str | None:
+def scalar(answer: Any, kwargs: dict) -> str | None:
+    """A scalar floating-point tensor."""
     if isinstance(answer, Tensor) and answer.dim() == 0 and answer.is_floating_point():
         return None
     return f"expected a scalar floating-point tensor, got {describe(answer)}"
 
 
-def _weights(answer: Any, kwargs: dict) -> str | None:
+def weights(answer: Any, kwargs: dict) -> str | None:
+    """Weights ``[B]`` or ``[B,H,W]`` of the view's pseudo-labels."""
     b, h, w = kwargs["pseudo"].labels.shape
     if isinstance(answer, Tensor) and tuple(answer.shape) in ((b,), (b, h, w)):
         return None
     return f"expected a tensor of shape [{b}] or [{b}, {h}, {w}], got {describe(answer)}"
 
 
-def _terms(answer: Any, kwargs: dict) -> str | None:
+def terms(answer: Any, kwargs: dict) -> str | None:
+    """Named scalar loss terms (tensors or LossTerm)."""
     if not isinstance(answer, dict):
         return f"expected a dict of name -> scalar tensor or LossTerm, got {describe(answer)}"
     for name, term in answer.items():
         value = term.value if isinstance(term, LossTerm) else term
-        problem = _scalar(value, kwargs)
+        problem = scalar(value, kwargs)
         if not isinstance(name, str) or problem:
             return f"term {name!r}: {problem or 'names must be strings'}"
     return None
 
 
-def _number(answer: Any, kwargs: dict) -> str | None:
+def number(answer: Any, kwargs: dict) -> str | None:
+    """A real number (or a 0-d tensor)."""
     if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
         return None
     if isinstance(answer, Tensor) and answer.dim() == 0:
@@ -112,24 +125,9 @@ def _number(answer: Any, kwargs: dict) -> str | None:
     return f"expected a number, got {describe(answer)}"
 
 
-# hook -> check of a non-None answer (observers answer nothing)
-CHECKS: dict[str, Callable[[Any, dict], str | None]] = {
-    "build_modules": _named_modules,
-    "build_teacher": _module,
-    "pseudo_label_source": _source,
-    "request_features": _features,
-    "estimate_hardness": _per_instance,
-    "plan_views": _views,
-    "schedule_augmentation": _plan,
-    "supervised_loss": _scalar,
-    "weight_loss": _weights,
-    "extra_losses": _terms,
-    "unsup_weight": _number,
-    "eval_models": _named_modules,
-}
-
-
-def answer_problem(hook: str, answer: Any, kwargs: dict) -> str | None:
-    """Why ``answer`` is not a valid answer to ``hook`` called with ``kwargs``, or None."""
-    check = CHECKS.get(hook)
-    return None if answer is None or check is None else check(answer, kwargs)
+def eval_models(answer: Any, kwargs: dict) -> str | None:
+    """A dict of name -> module or EvalModel (``eval_models``)."""
+    if not isinstance(answer, dict) or not all(isinstance(k, str) and isinstance(v, (nn.Module, EvalModel))
+                                               for k, v in answer.items()):
+        return f"expected a dict of name -> torch.nn.Module or EvalModel, got {describe(answer)}"
+    return None

@@ -1,17 +1,21 @@
 """Everything a strategy plugin may import. Anything not exported here is private to ssseg.
 
 A plugin is a class with a ``name``, a frozen attrs ``Config`` (defaults and validators), hook
-implementations marked with :data:`hookimpl`, and optionally ``state_dict()`` /
-``load_state_dict()`` for state that must survive a checkpoint. See CONTRIBUTING.md.
+implementations marked with :data:`hookimpl`, optionally ``requires = {hook: suggested plugin}``
+(hooks other plugins of the recipe must answer; checked when the recipe is), and optionally
+``state_dict()`` / ``load_state_dict()`` for state that must survive a checkpoint. See
+CONTRIBUTING.md and docs/hooks.md.
 """
 
-from ssseg.engine.distributed import all_reduce_sum_
-from ssseg.engine.run import Run
-from ssseg.engine.types import (AugmentationPlan, FeatureRequest, Features, LabeledBatch, LossTerm,
+from ssseg.ema import ema_decay, ema_update_
+from ssseg.engine.distributed import all_gather_rows, all_reduce_max_, all_reduce_mean_, all_reduce_sum_
+from ssseg.engine.run import BuildContext, Run
+from ssseg.engine.types import (AugmentationPlan, EvalModel, FeatureRequest, Features, LabeledBatch, LossTerm,
                                 Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 from ssseg.errors import UserError
-from ssseg.models import SegModel, eval_mode
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
+from ssseg.losses import cross_entropy
+from ssseg.models import SegModel, eval_mode
 from ssseg.recipe.validators import in_range, positive
 from ssseg.suite.predict import evaluation_grid
 
@@ -27,7 +31,8 @@ class Plugin:
         self.config = config
 
 
-__all__ = ["AugmentationPlan", "FeatureRequest", "Features", "HOOKSPEC_VERSION", "LabeledBatch", "LossTerm",
-           "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs", "UnlabeledBatch",
-           "UserError", "View", "ViewInput", "all_reduce_sum_", "eval_mode", "evaluation_grid", "hookimpl",
-           "in_range", "positive"]
+__all__ = ["AugmentationPlan", "BuildContext", "EvalModel", "FeatureRequest", "Features", "HOOKSPEC_VERSION",
+           "LabeledBatch", "LossTerm", "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs",
+           "UnlabeledBatch", "UserError", "View", "ViewInput", "all_gather_rows", "all_reduce_max_",
+           "all_reduce_mean_", "all_reduce_sum_", "cross_entropy", "ema_decay", "ema_update_", "eval_mode",
+           "evaluation_grid", "hookimpl", "in_range", "positive"]

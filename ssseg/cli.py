@@ -28,9 +28,9 @@ def _load(args):
 
 def _progress(it: int, total: int, logs: dict, eta_s: float) -> None:
     end = "\r" if sys.stderr.isatty() and it < total else "\n"
-    loss = " ".join(f"{k}={v:.3f}" for k, v in logs.items() if k.startswith("loss"))
-    print(f"[{it}/{total}] {loss} lr={logs['lr']:.2e} eta {eta_s / 60:.1f} min", end=end,
-          file=sys.stderr, flush=True)
+    parts = [f"[{it}/{total}]", *(f"{k}={v:.3f}" for k, v in logs.items() if k.startswith("loss")),
+             f"lr={logs['lr']:.2e}" if "lr" in logs else "skipped (non-finite loss)", f"eta {eta_s / 60:.1f} min"]
+    print(" ".join(parts), end=end, file=sys.stderr, flush=True)
 
 
 def _summary(metrics: dict) -> str:
@@ -58,11 +58,12 @@ def cmd_train(args) -> int:
     from ssseg.engine.trainer import Stopped, Trainer
 
     init_from_env()
-    run = build_run(recipe, folder.path)
+    built = build_run(recipe, folder.path)
+    run = built.run
     checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
-    trainer = Trainer(run, progress=_progress, checkpointer=checkpointer)
+    trainer = Trainer(built, progress=_progress, checkpointer=checkpointer)
     if args.resume:
-        checkpoint.restore(trainer.run, folder.last)
+        checkpoint.restore(built, folder.last)
         _say(run, f"resumed from {folder.last} at iteration {run.iteration}")
     if run.is_main:
         folder.begin(recipe, run.iteration)
@@ -107,12 +108,12 @@ def stop_on_signals(trainer):
 def cmd_eval(args) -> int:
     """Evaluate a checkpoint with the recipe's evaluation settings."""
     from ssseg.engine import checkpoint
+    from ssseg.engine.evaluator import Evaluator
     from ssseg.engine.run import build_run
-    from ssseg.engine.trainer import Trainer
 
-    run = build_run(_load(args), needs="val")
-    checkpoint.load_weights(run, args.checkpoint)
-    metrics = Trainer(run).evaluate()
+    built = build_run(_load(args), needs="val")
+    iteration = checkpoint.load_weights(built.run, args.checkpoint)
+    metrics = Evaluator(built.run, built.plugins).evaluate(iteration)
     print(_summary(metrics))
     for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/iou")}):
         ious = metrics[f"{model}/iou"]
@@ -147,15 +148,17 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    """Print, for each hook in call order, which plugin answers it, then the resolved recipe."""
-    from ssseg.plugin_manager import check_recipe, hook_table
+    """Print the recipe check's verdict, then for each phase and hook of the step table, in call
+    order, which plugin answers it, then the resolved recipe."""
+    from ssseg.plugin_manager import check_recipe
     from ssseg.recipe.load import dump_recipe
 
     recipe = _load(args)
-    pm = check_recipe(recipe).pm
-    print(f"{'hook':24s} {'kind':13s} answered by")
-    for hook, kind, names in hook_table(pm):
-        print(f"{hook:24s} {kind:13s} {', '.join(names) or '(core default)'}")
+    plugins = check_recipe(recipe)
+    print(f"recipe check: passed (pseudo-label source: {plugins.pseudo_label_source})\n")
+    print(f"{'phase':10s} {'hook':24s} {'kind':13s} answered by")
+    for phase, hook, kind, names in plugins.table():
+        print(f"{phase:10s} {hook:24s} {kind:13s} {', '.join(names) or '(core default)'}")
     print("\n# resolved recipe\n" + dump_recipe(recipe))
     return 0
 

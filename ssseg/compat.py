@@ -34,6 +34,20 @@ CHANGES: dict[int, str] = {
        "unlabeled images on request (FeatureRequest.second_view -> UnlabeledBatch.second, labelled "
        "in eval mode) that a CutMix plan may paste from (AugmentationPlan.cutmix_donor='second', "
        "donor_photometric); ssseg.api gains eval_mode and evaluation_grid",
+    5: "the step is declared once (ssseg.step_table). Build hooks take a read-only "
+       "build: BuildContext instead of run (build_modules(build), build_teacher(build, student), "
+       "request_features(build)); pseudo_label_source(recipe) is decided from the recipe when it "
+       "is checked; new observer validate(recipe, pseudo_label_source) refuses a recipe before "
+       "anything is built; setup(run) runs once the Run is complete (teacher, decisions) and the "
+       "Run no longer changes; run.teacher is always the pseudo-labelling module (the student when "
+       "no plugin builds a teacher: test run.teacher is run.student, not None); Run has no pm or "
+       "plugins; a plugin declares requires = {hook: suggested plugin}; eval_models may answer "
+       "EvalModel(module, headline=True) (best.pt follows it); tryfirst/trylast/wrapper/"
+       "hookwrapper are refused; hooks marked no_grad in the table run without gradient "
+       "(after_pseudo_label, estimate_hardness, plan_views, schedule_augmentation, weight_loss, "
+       "unsup_weight); ssseg.api gains BuildContext, EvalModel, cross_entropy, ema_decay, "
+       "ema_update_, all_gather_rows, all_reduce_mean_, all_reduce_max_; evaluation_grid moved "
+       "to ssseg.api from ssseg.suite.predict",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}
@@ -41,6 +55,16 @@ REMOVED: dict[str, tuple[int, str]] = {}
 # source, what to use instead)
 REMOVED_ATTRIBUTES: dict[str, tuple[int, str, str]] = {
     "StepContext.progress": (3, r"\bctx\.progress\b", "use ctx.iteration / ctx.max_iters"),
+}
+
+# (hook, argument) a hook spec version renamed -> (that version, what to take instead)
+RENAMED_ARGUMENTS: dict[tuple[str, str], tuple[int, str]] = {
+    ("build_modules", "run"): (5, "build_modules(self, build): build is a read-only BuildContext "
+                               "with the same recipe, data, student, device and new_model(seed)"),
+    ("build_teacher", "run"): (5, "build_teacher(self, build, student)"),
+    ("request_features", "run"): (5, "request_features(self, build); a check of another plugin's "
+                                  "presence is a requires = {hook: plugin} declaration now"),
+    ("pseudo_label_source", "run"): (5, "pseudo_label_source(self, recipe): decided from the recipe"),
 }
 
 _MARK = f"{hookimpl.project_name}_impl"
@@ -93,6 +117,21 @@ def _removed_attribute_use(cls: type, required: int | None) -> str | None:
                 return (f"hook {hook!r} reads {attribute}, which hook spec version {version} removed: "
                         f"{instead}")
     return None
+
+
+def renamed_argument_hint(plugin: object) -> str:
+    """For a plugin whose hooks take an argument a hook spec version renamed, what to take instead."""
+    hints = []
+    for hook in implemented_hooks(type(plugin)):
+        try:
+            params = inspect.signature(getattr(type(plugin), hook)).parameters
+        except (TypeError, ValueError):
+            continue
+        for arg in params:
+            if (hook, arg) in RENAMED_ARGUMENTS:
+                version, instead = RENAMED_ARGUMENTS[hook, arg]
+                hints.append(f"hook spec version {version} changed {hook}'s arguments: {instead}")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def removed_attribute_hint(err: Exception) -> str:

@@ -3,6 +3,7 @@ with the hook kinds enforced."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib
@@ -12,10 +13,10 @@ from typing import Any, Iterable
 
 import attrs
 import pluggy
+import torch
 
-from ssseg import hookspecs
-from ssseg.answers import answer_problem
-from ssseg.compat import hookspec_problem, removed_attribute_hint
+from ssseg import hookspecs, step_table
+from ssseg.compat import hookspec_problem, removed_attribute_hint, renamed_argument_hint
 from ssseg.errors import PluginError, UserError
 from ssseg.plugin_faults import plugin_failure
 from ssseg.recipe.structure import structure
@@ -23,6 +24,7 @@ from ssseg.recipe.structure import structure
 ENTRY_POINT_GROUP = "ssseg.plugins"
 AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"
 FIRST_PARTY_DIST = "ssseg"
+ORDERING_OPTIONS = ("tryfirst", "trylast", "wrapper", "hookwrapper")
 
 
 @attrs.frozen
@@ -118,27 +120,63 @@ def instantiate(key: str, params: dict[str, Any]) -> Any:
         raise plugin_failure(key, "in its constructor", err, cls.__module__) from err
 
 
-@attrs.frozen
-class RecipePlugins:
-    """A recipe's plugins by recipe key (each with its ``recipe_key`` set) and the plugin manager
-    they are registered with."""
+class PluginSet:
+    """A recipe's plugins, registered: the plugins by recipe key, and their hooks called as the
+    step table says (answers checked, combined by each hook's rule). The core holds it; plugins
+    never see it."""
 
-    plugins: dict[str, Any]
-    pm: pluggy.PluginManager
+    def __init__(self, plugins: dict[str, Any], pm: pluggy.PluginManager):
+        self.plugins = plugins
+        self._pm = pm
+        self.pseudo_label_source = "teacher"  # the recipe's decision, taken by check_recipe
+
+    def __getitem__(self, key: str) -> Any:
+        return self.plugins[key]
+
+    def call(self, hook: str, default: Any = None, **kwargs: Any) -> Any:
+        """Call ``hook`` with ``kwargs`` and combine the answers by its rule; a decision that no
+        plugin takes gives ``default``."""
+        answers = getattr(self._pm.hook, hook)(**kwargs)
+        combined = step_table.HOOKS[hook].combine.apply(hook, answers, kwargs)
+        return default if combined is None else combined
+
+    def answering(self, hook: str) -> list[str]:
+        """The plugins (recipe keys) that implement ``hook``, in call order."""
+        return [plugin_name(i.plugin) for i in reversed(getattr(self._pm.hook, hook).get_hookimpls())]
+
+    def implements(self, key: str) -> list[str]:
+        """The hooks the plugin of recipe key ``key`` implements."""
+        return [c.name for c in self._pm.get_hookcallers(self._pm.get_plugin(key)) or []]
+
+    def monitor(self, before: Any) -> None:
+        """Call ``before(hook, plugin keys, kwargs)`` before every hook call (the contract kit)."""
+        self._pm.add_hookcall_monitoring(
+            lambda hook, impls, kwargs: before(hook, [plugin_name(i.plugin) for i in impls], kwargs),
+            lambda *args: None)
+
+    def table(self) -> list[tuple[str, str, str, list[str]]]:
+        """(phase, hook, kind, answering plugins in call order) for every hook, in step order."""
+        return [(step_table.PHASE_OF[name], name, hook.kind, self.answering(name))
+                for name, hook in step_table.HOOKS.items()]
 
 
-def check_recipe(recipe: Any) -> RecipePlugins:
-    """Build and register the plugins of a schema-valid recipe: the one check beyond the schema
-    that ``train``, ``eval``, ``predict``, ``explain``, suites (every variant, at load) and the
-    contract kit all make. Refused, naming the plugin: an unknown plugin or one whose hook spec
-    version does not fit, a Config that refuses its params, a hook that matches no spec, and two
-    plugins answering one decision hook."""
+def check_recipe(recipe: Any) -> PluginSet:
+    """Build and register the plugins of a schema-valid recipe and run the ``validate`` phase:
+    the one check beyond the schema that ``train``, ``eval``, ``predict``, ``explain``, suites
+    (every variant, at load) and the contract kit all make. Refused, naming the plugin: an unknown
+    plugin or one whose hook spec version does not fit, a Config that refuses its params, a hook
+    that matches no spec or asks pluggy for an order, two plugins answering one decision hook, a
+    hook a plugin ``requires`` that no other plugin answers, and a ``validate`` refusal."""
     plugins = {}
     for key, params in recipe.plugins.items():
         plugin = instantiate(key, params)
         plugin.recipe_key = key
         plugins[key] = plugin
-    return RecipePlugins(plugins, register_plugins(plugins.values()))
+    registered = PluginSet(plugins, register_plugins(plugins.values()))
+    source = registered.call("pseudo_label_source", default="teacher", recipe=recipe)
+    registered.pseudo_label_source = source
+    registered.call("validate", recipe=recipe, pseudo_label_source=source)
+    return registered
 
 
 def plugin_name(plugin: Any) -> str:
@@ -149,7 +187,7 @@ def plugin_name(plugin: Any) -> str:
 def new_manager() -> pluggy.PluginManager:
     """A plugin manager with ssseg's hook specs."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(hookspecs.SPECS)
     return pm
 
 
@@ -158,8 +196,10 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
 
     Observers run in recipe order (pluggy calls the last registered first, so plugins are
     registered in reverse). Errors: a hook implementation that matches no spec, arguments the
-    spec does not have, two providers of a decision hook. An exception inside a hook is re-raised
-    as :class:`PluginError` naming the plugin and the hook.
+    spec does not have, an ordering option (``tryfirst``, ``trylast``, ``wrapper``,
+    ``hookwrapper``: order comes from the recipe and the hook kinds), two providers of a decision
+    hook, a required hook nobody answers. An exception inside a hook is re-raised as
+    :class:`PluginError` naming the plugin and the hook.
     """
     plugins = list(plugins)
     pm = new_manager()
@@ -169,14 +209,15 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
             detail = " ".join(str(err).split("\n", 1)[-1].split())
-            raise PluginError(f"plugin {name!r}: {detail}") from None
+            raise PluginError(f"plugin {name!r}: {detail}{renamed_argument_hint(plugin)}") from None
         except ValueError as err:
             raise PluginError(f"plugin {name!r} appears twice in the recipe: {err}") from None
     _check_unknown_hooks(pm)
+    _check_ordering_options(pm)
     _check_decisions(pm)
+    _check_requirements(pm, plugins)
     _guard_hooks(pm)
     return pm
-
 
 def _check_unknown_hooks(pm: pluggy.PluginManager) -> None:
     for hook_name in pm.hook.__dict__:
@@ -189,6 +230,33 @@ def _check_unknown_hooks(pm: pluggy.PluginManager) -> None:
                 f"plugin {names[0]!r} implements {hook_name!r}, which is no ssseg hook{hint}; "
                 f"hooks: {', '.join(hookspecs.HOOK_KINDS)}"
             )
+
+
+def _check_ordering_options(pm: pluggy.PluginManager) -> None:
+    for hook_name in hookspecs.HOOK_KINDS:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            options = [o for o in ORDERING_OPTIONS if getattr(impl, o, False)]
+            if options:
+                raise PluginError(
+                    f"plugin {plugin_name(impl.plugin)!r} marks hook {hook_name!r} with "
+                    f"{', '.join(options)}; ssseg orders hooks itself (observers in recipe order, "
+                    "decisions by one plugin, contributions combined by a commutative rule), so use "
+                    "a plain @hookimpl")
+
+
+def _check_requirements(pm: pluggy.PluginManager, plugins: list[Any]) -> None:
+    for plugin in plugins:
+        for hook, suggestion in dict(getattr(plugin, "requires", None) or {}).items():
+            if hook not in hookspecs.HOOK_KINDS:
+                raise PluginError(f"plugin {plugin_name(plugin)!r} requires {hook!r}, which is no ssseg "
+                                  f"hook; hooks: {', '.join(hookspecs.HOOK_KINDS)}")
+            others = [i for i in getattr(pm.hook, hook).get_hookimpls() if i.plugin is not plugin]
+            if not others:
+                snippet = suggestion if ":" in suggestion else f"{suggestion}: {{}}"
+                hint = f"add `{snippet}` to the recipe's plugins, or another plugin answering {hook}" \
+                    if suggestion else f"add a plugin answering {hook}"
+                raise PluginError(f"plugins.{plugin_name(plugin)}: needs a plugin that answers "
+                                  f"{hook!r}, and none in this recipe does; {hint}")
 
 
 def _check_decisions(pm: pluggy.PluginManager) -> None:
@@ -204,39 +272,35 @@ def _check_decisions(pm: pluggy.PluginManager) -> None:
 
 def _guard_hooks(pm: pluggy.PluginManager) -> None:
     """Make every hook implementation receive all of its spec's arguments (so its answer can be
-    checked against them), call the plugin with the arguments it takes, check the answer
-    (:mod:`ssseg.answers`), and name the plugin and the hook in any error."""
+    checked against them), call the plugin with the arguments it takes in the hook's gradient
+    mode, check the answer (the table's check), and name the plugin and the hook in any error."""
     for hook_name in hookspecs.HOOK_KINDS:
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             impl.function = _guarded(impl.function, impl.argnames, caller.spec.argnames,
-                                     impl.plugin, hook_name)
+                                     impl.plugin, step_table.HOOKS[hook_name])
             impl.argnames = caller.spec.argnames
 
 
-def _guarded(fn, wanted: tuple[str, ...], given: tuple[str, ...], plugin: Any, hook: str):
+def _guarded(fn, wanted: tuple[str, ...], given: tuple[str, ...], plugin: Any, spec: step_table.Hook):
+    hook, check = spec.name, spec.check
+    grad = torch.no_grad if spec.grad == "no_grad" else contextlib.nullcontext
+
     @functools.wraps(fn)
     def call(*args):
         kwargs = dict(zip(given, args))
         try:
-            answer = fn(*(kwargs[name] for name in wanted))
+            with grad():
+                answer = fn(*(kwargs[name] for name in wanted))
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a bug in the plugin's hook
             raise plugin_failure(plugin_name(plugin), f"in hook {hook!r}", err, type(plugin).__module__,
                                  removed_attribute_hint(err)) from err
-        problem = answer_problem(hook, answer, kwargs)
+        problem = None if answer is None or check is None else check(answer, kwargs)
         if problem:
             raise PluginError(f"plugin {plugin_name(plugin)!r} gave a wrong answer in hook {hook!r}: {problem}")
         return answer
 
     return call
 
-
-def hook_table(pm: pluggy.PluginManager) -> list[tuple[str, str, list[str]]]:
-    """(hook, kind, answering plugins in call order) for every hook, in loop order."""
-    rows = []
-    for hook_name, kind in hookspecs.HOOK_KINDS.items():
-        impls = getattr(pm.hook, hook_name).get_hookimpls()
-        rows.append((hook_name, kind, [plugin_name(i.plugin) for i in reversed(impls)]))
-    return rows

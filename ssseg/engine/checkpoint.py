@@ -33,17 +33,18 @@ PLAIN_TYPES = (int, float, bool, complex, str, bytes, type(None), torch.Size, to
 SHOWN_KEYS = 3
 
 
-def state_of(run) -> dict[str, Any]:
-    """Everything needed to continue the run exactly where it is, as tensors and plain values
-    (a plugin whose ``state_dict()`` fails or returns anything else is named)."""
+def state_of(run, plugins: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything needed to continue the run exactly where it is, as tensors and plain values,
+    with the state of ``plugins`` (by recipe key; a plugin whose ``state_dict()`` fails or returns
+    anything else is named)."""
     state = {
         "iteration": run.iteration,
         "hookspec_version": HOOKSPEC_VERSION,
         "recipe": unstructure(run.recipe),
         "student": run.student.state_dict(),
-        "teacher": run.teacher.state_dict() if run.teacher is not None else None,
+        "teacher": run.teacher.state_dict() if run.separate_teacher else None,
         "modules": {name: module.state_dict() for name, module in run.modules.items()},
-        "plugins": {k: _plugin_state(k, p) for k, p in run.plugins.items() if hasattr(p, "state_dict")},
+        "plugins": {k: _plugin_state(k, p) for k, p in plugins.items() if hasattr(p, "state_dict")},
         "optimizer": run.optimizer.state_dict(),
         "training": run.state.state_dict(),
     }
@@ -99,11 +100,12 @@ class Checkpointer:
         """The newest checkpoint's path."""
         return self.folder / LAST
 
-    def save(self, run, best: bool = False) -> None:
-        """Write the run's state; with ``best`` also make it ``best.pt``."""
+    def save(self, run, plugins, best: bool = False) -> None:
+        """Write the run's state and its ``plugins``' (a :class:`~ssseg.plugin_manager.PluginSet`);
+        with ``best`` also make it ``best.pt``."""
         if not run.is_main:
             return
-        state = state_of(run)
+        state = state_of(run, plugins.plugins)
         write_atomically(self.last, lambda file: torch.save(state, file))
         if best:
             link_atomically(self.last, self.folder / BEST)
@@ -142,9 +144,11 @@ def read(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(run, path: Path) -> None:
-    """Continue ``run`` from the checkpoint at ``path``. Refuses a checkpoint written by a
-    different recipe (only the schedule length, ``eval`` and ``run`` may change)."""
+def restore(built, path: Path) -> None:
+    """Continue a built run (:class:`~ssseg.engine.run.BuiltRun`) from the checkpoint at ``path``.
+    Refuses a checkpoint written by a different recipe (only the schedule length, ``eval`` and
+    ``run`` may change)."""
+    run = built.run
     state = read(path)
     missing = [k for k in RESUME_KEYS if k not in state]
     if missing:
@@ -160,23 +164,23 @@ def restore(run, path: Path) -> None:
         run.state.load_state_dict(state["training"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} does not fit this recipe: {_first_lines(err)}") from None
-    for key, plugin in run.plugins.items():
+    for key, plugin in built.plugins.plugins.items():
         if hasattr(plugin, "load_state_dict"):
             _restore_plugin(key, plugin, state["plugins"], path)
 
 
-def load_weights(run, path: Path) -> None:
+def load_weights(run, path: Path) -> int:
     """Load only the model weights (student, teacher, contributed modules) from a checkpoint,
-    for evaluation; the run's iteration becomes the checkpoint's."""
+    for evaluation; returns the iteration it was written at."""
     state = read(path)
     load_models(run, state, path)
-    run.state.iteration = state["iteration"]
+    return state["iteration"]
 
 
 def load_models(run, state: dict[str, Any], path: Path) -> None:
     """Load the student, the teacher (when both have one) and every contributed module."""
     load_module(run.student, state["student"], "student", path)
-    if run.teacher is not None and state.get("teacher") is not None:
+    if run.separate_teacher and state.get("teacher") is not None:
         load_module(run.teacher, state["teacher"], "teacher", path)
     saved = state.get("modules") or {}
     if set(saved) != set(run.modules):

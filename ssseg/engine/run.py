@@ -1,13 +1,14 @@
-"""Everything a training run is built from a recipe: data, student, teacher, plugins, optimiser."""
+"""Building a run from a recipe: the build context the build hooks see, the :class:`Run` made once
+from their answers, and the plugins the core holds beside it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
 
 import attrs
-import pluggy
 import torch
 from torch import nn
 
@@ -17,45 +18,26 @@ from ssseg.engine.state import TrainingState
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 from ssseg.models import SegModel, build_model
-from ssseg.plugin_manager import check_recipe
+from ssseg.plugin_manager import PluginSet, check_recipe
 from ssseg.recipe.schema import Recipe
 
 
-@attrs.define
-class Run:
-    """A built run. Plugins receive it in the build hooks and the eval hooks.
-
-    ``recipe`` (validated), ``out_dir`` (None when nothing is written), ``device``, ``data``
-    (:class:`~ssseg.data.base.DataBundle`: ``labeled``, ``unlabeled``, ``val``, ``num_classes``,
-    ``ignore_index``, ``class_names``), ``student`` (the :class:`~ssseg.models.SegModel`),
-    ``modules`` (trainable modules contributed by ``build_modules``, by name), ``plugins`` (by
-    recipe key), ``optimizer`` (None until ``build_modules`` has answered), ``teacher`` (None
-    until ``build_teacher``; None afterwards means the student makes the pseudo-labels),
-    ``pseudo_label_source`` and ``features`` (the union of ``request_features``), ``rank``,
-    ``world_size``, ``state`` (the :class:`~ssseg.engine.state.TrainingState`, which the trainer
-    alone advances) and ``iteration`` (the number of steps taken, read-only).
-    """
+@attrs.frozen
+class BuildContext:
+    """What the build hooks see, read-only: ``recipe`` (validated), ``out_dir`` (None when nothing
+    is written), ``device``, ``data`` (:class:`~ssseg.data.base.DataBundle`: ``labeled``,
+    ``unlabeled``, ``val``, ``num_classes``, ``ignore_index``, ``class_names``), ``student`` (the
+    :class:`~ssseg.models.SegModel`), ``pseudo_label_source`` (the recipe's decision), ``rank`` and
+    ``world_size``."""
 
     recipe: Recipe
     out_dir: Path | None
     device: torch.device
     data: DataBundle
     student: SegModel
-    plugins: dict[str, Any]
-    pm: pluggy.PluginManager
-    state: TrainingState
-    modules: dict[str, nn.Module] = attrs.field(factory=dict)
-    optimizer: torch.optim.Optimizer | None = None
-    teacher: nn.Module | None = None
-    pseudo_label_source: str = "teacher"
-    features: FeatureRequest = attrs.field(factory=FeatureRequest)
+    pseudo_label_source: str
     rank: int = 0
     world_size: int = 1
-
-    @property
-    def iteration(self) -> int:
-        """The number of training steps taken."""
-        return self.state.iteration
 
     @property
     def is_main(self) -> bool:
@@ -69,6 +51,55 @@ class Run:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(self.recipe.model, self.data.num_classes)
+
+
+@attrs.frozen
+class Run:
+    """A built run, made once from the build hooks' combined answers; plugins receive it in
+    ``setup`` and the evaluation hooks. Besides :class:`BuildContext`'s fields: ``modules`` (the
+    trainable modules contributed by ``build_modules``, by name, read-only), ``optimizer``,
+    ``teacher`` (the module that makes pseudo-labels: a plugin's teacher, or the student itself
+    when none builds one), ``features`` (the union of ``request_features``) and ``state`` (the
+    :class:`~ssseg.engine.state.TrainingState`, written only through its own methods);
+    ``iteration`` is the number of steps taken."""
+
+    recipe: Recipe
+    out_dir: Path | None
+    device: torch.device
+    data: DataBundle
+    student: SegModel
+    teacher: nn.Module
+    modules: Mapping[str, nn.Module]
+    optimizer: torch.optim.Optimizer | None
+    pseudo_label_source: str
+    features: FeatureRequest
+    state: TrainingState
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def iteration(self) -> int:
+        """The number of training steps taken."""
+        return self.state.iteration
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def separate_teacher(self) -> bool:
+        """Whether a plugin built a teacher (``run.teacher`` is not the student)."""
+        return self.teacher is not self.student
+
+
+@attrs.frozen
+class BuiltRun:
+    """A built :class:`Run` and its registered plugins (:class:`~ssseg.plugin_manager.PluginSet`),
+    which the core holds beside the run so that plugins never see each other."""
+
+    run: Run
+    plugins: PluginSet
 
 
 def pick_device(name: str) -> torch.device:
@@ -123,38 +154,33 @@ def place(module: nn.Module, recipe: Recipe, device: torch.device, world: int) -
     return module
 
 
-def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> Run:
-    """Build data, student, contributed modules, optimiser and plugins, calling the build hooks
-    in order: ``build_modules``, ``setup``, ``build_teacher``, ``pseudo_label_source``,
-    ``request_features``. ``needs``: the datasets to build (``train``, ``val`` to evaluate,
-    ``classes`` to predict)."""
+def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> BuiltRun:
+    """Check the recipe, then build data, student and the build phase's answers in the table's
+    order (contributed modules, the optimiser, the teacher, the feature requests) into a
+    :class:`Run`, and call ``setup``. ``needs``: the datasets to build (``train``, ``val`` to
+    evaluate, ``classes`` to predict)."""
     rank, world = rank_and_world()
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     device = pick_device(recipe.run.device)
-    checked = check_recipe(recipe)
-    pm = checked.pm
+    plugins = check_recipe(recipe)
+    source = plugins.pseudo_label_source
     torch.manual_seed(recipe.seed)
     data = build_data(recipe.data, needs)
     student = place(build_model(recipe.model, data.num_classes), recipe, device, world)
-    state = TrainingState.start(recipe.seed, rank, device, recipe.run.precision)
-    run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
-              plugins=checked.plugins, pm=pm, state=state, rank=rank, world_size=world)
-    for answer in pm.hook.build_modules(run=run):
-        for name, module in answer.items():
-            if name in run.modules:
-                raise UserError(f"two plugins answer build_modules with the same name {name!r}")
-            run.modules[name] = place(module, recipe, device, world)
-    run.optimizer = build_optimizer(recipe, [student, *run.modules.values()])
-    pm.hook.setup(run=run)
-    run.teacher = pm.hook.build_teacher(run=run, student=student)
-    run.pseudo_label_source = pm.hook.pseudo_label_source(run=run) or "teacher"
-    requests = [r for r in pm.hook.request_features(run=run) if r is not None]
-    run.features = FeatureRequest(student=tuple(sorted({f for r in requests for f in r.student})),
-                                  teacher=tuple(sorted({f for r in requests for f in r.teacher})),
-                                  student_on_weak=any(r.student_on_weak for r in requests),
-                                  second_view=any(r.second_view for r in requests))
-    if run.features.teacher and not isinstance(run.teacher or student, SegModel):
-        raise UserError(f"a plugin requests teacher features {list(run.features.teacher)}, but the "
-                        f"teacher is a {type(run.teacher).__name__}, not an ssseg SegModel")
-    return run
+    build = BuildContext(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
+                         pseudo_label_source=source, rank=rank, world_size=world)
+    modules = {name: place(module, recipe, device, world)
+               for name, module in plugins.call("build_modules", build=build).items()}
+    optimizer = build_optimizer(recipe, [student, *modules.values()])
+    teacher = plugins.call("build_teacher", default=student, build=build, student=student)
+    features = plugins.call("request_features", build=build)
+    if features.teacher and not isinstance(teacher, SegModel):
+        raise UserError(f"a plugin requests teacher features {list(features.teacher)}, but the "
+                        f"teacher is a {type(teacher).__name__}, not an ssseg SegModel")
+    run = Run(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student, teacher=teacher,
+              modules=MappingProxyType(modules), optimizer=optimizer, pseudo_label_source=source,
+              features=features, state=TrainingState.start(recipe.seed, rank, device, recipe.run.precision),
+              rank=rank, world_size=world)
+    plugins.call("setup", run=run)
+    return BuiltRun(run, plugins)

@@ -1,6 +1,8 @@
 """The training state of a run besides its weights and optimiser: the iteration, the random
 generators, the gradient scaler, wall time, skipped steps and the evaluations so far. One object
-owns it, the trainer is its only writer, and checkpoints hold its ``state_dict()``."""
+owns it and is written only through its own methods (the step runner advances it, the loop
+times it, the evaluator records evaluations, a checkpoint restores it); checkpoints hold its
+``state_dict()``."""
 
 from __future__ import annotations
 
@@ -10,11 +12,6 @@ import attrs
 import torch
 
 from ssseg.engine.precision import grad_scaler
-
-
-def headline_model(metrics: dict[str, Any]) -> str:
-    """The model ``best.pt`` follows: the teacher when it is evaluated, else the student."""
-    return "teacher" if "teacher/miou" in metrics else "student"
 
 
 @attrs.define(eq=False)
@@ -41,10 +38,27 @@ class TrainingState:
                    shared_generator=torch.Generator().manual_seed(seed * 1000),
                    scaler=grad_scaler(device, precision))
 
-    def record_eval(self, metrics: dict[str, Any]) -> bool:
+    def advance(self) -> None:
+        """One step taken (a dropped step too)."""
+        self.iteration += 1
+
+    def skip(self) -> None:
+        """One step dropped for a non-finite loss (``run.on_nonfinite: skip``)."""
+        self.skipped_steps += 1
+
+    def timed(self, wall_s: float) -> None:
+        """The training wall time over all sessions is now ``wall_s``."""
+        self.wall_s = wall_s
+
+    def reseed(self, seed: int, shared_seed: int) -> None:
+        """Reseed this rank's generator and the shared one (the contract kit's simulated ranks)."""
+        self.generator.manual_seed(seed)
+        self.shared_generator.manual_seed(shared_seed)
+
+    def record_eval(self, metrics: dict[str, Any], headline: str = "student") -> bool:
         """Take an evaluation record: add each model's best mIoU so far and its iteration to it
-        (``<model>/best_miou``, ``<model>/best_iteration``); returns whether the headline model
-        (:func:`headline_model`) reached a new best."""
+        (``<model>/best_miou``, ``<model>/best_iteration``); returns whether the ``headline``
+        model (the one ``best.pt`` follows) reached a new best."""
         improved = set()
         for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/miou")}):
             miou = metrics[f"{model}/miou"]
@@ -54,7 +68,7 @@ class TrainingState:
             metrics[f"{model}/best_miou"] = self.best[model]["miou"]
             metrics[f"{model}/best_iteration"] = self.best[model]["iteration"]
         self.last_eval = metrics
-        return headline_model(metrics) in improved
+        return headline in improved
 
     def state_dict(self) -> dict[str, Any]:
         """Everything above as tensors and plain values, with the global RNG states."""

@@ -201,3 +201,12 @@ class LossTerm:
 
     value: Tensor
     times_lambda_u: bool = False
+
+
+@attrs.frozen
+class EvalModel:
+    """An ``eval_models`` answer that says more than the module: ``headline`` marks the model
+    ``best.pt`` follows (at most one per recipe; default: the student)."""
+
+    module: nn.Module
+    headline: bool = False

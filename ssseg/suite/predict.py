@@ -14,8 +14,8 @@ from ssseg.data.io import read_image
 from ssseg.engine.checkpoint import load_weights
 from ssseg.engine.evaluate import predict
 from ssseg.engine.precision import autocast
+from ssseg.engine.evaluator import Evaluator
 from ssseg.engine.run import Run, build_run
-from ssseg.engine.trainer import evaluated_models
 from ssseg.errors import UserError
 from ssseg.models import eval_mode
 from ssseg.recipe.load import build_recipe, read_yaml
@@ -53,9 +53,10 @@ def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
     """Build the recipe's run (with the data ``needs`` names: none by default, ``val`` for the
     val set), load the checkpoint's weights, and return the run with the module ``model``
     (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
-    run = build_run(recipe, needs=needs)
+    built = build_run(recipe, needs=needs)
+    run = built.run
     load_weights(run, checkpoint)
-    models = evaluated_models(run)
+    models, _ = Evaluator(run, built.plugins).models()
     if model not in models:
         raise UserError(f"--model {model}: this recipe evaluates {', '.join(models)}")
     return run, models[model].eval()

@@ -6,7 +6,7 @@ through a trainable 1×1 projection head g, follow the teacher's decoder feature
     L_fd = (1/|Ω|) Σ_p ‖ z^s_p/‖z^s_p‖ − z^t_p/‖z^t_p‖ ‖²         (= 2 − 2 cos(z^s_p, z^t_p))
     L = w_x L_x + λ_u (L_u + β L_fd)                                   β = ``beta``
 
-It uses hook spec 3 through ``ssseg.api`` alone: ``build_modules`` for g (the core trains,
+It uses hook spec 5 through ``ssseg.api`` alone: ``build_modules`` for g (the core trains,
 clips, DDP-wraps and checkpoints it), ``request_features`` for d^s and d^t (and for x_w in the
 student's training forward), and a λ_u-scaled ``LossTerm``. It plans no views, so it composes
 with ``mean_teacher`` and any view planner for L_u (``fixmatch`` here).
@@ -15,11 +15,10 @@ with ``mean_teacher`` and any view planner for L_u (``fixmatch`` here).
 from __future__ import annotations
 
 import attrs
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import FeatureRequest, LossTerm, Plugin, Run, hookimpl, positive
+from ssseg.api import BuildContext, FeatureRequest, LossTerm, Plugin, hookimpl, positive
 
 HEAD = "fd_head"
 
@@ -33,7 +32,8 @@ class FeatureDistillation(Plugin):
     """Adds β·L_fd (scaled by λ_u) with a trainable projection head g."""
 
     name = "feature_distillation"
-    requires_hookspec = 3
+    requires_hookspec = 5
+    requires = {"build_teacher": "mean_teacher"}  # d^t comes from a separate teacher
 
     @attrs.frozen
     class Config:
@@ -42,13 +42,13 @@ class FeatureDistillation(Plugin):
         beta: float = attrs.field(default=1.0, validator=positive)
 
     @hookimpl
-    def build_modules(self, run: Run) -> dict[str, nn.Module]:
+    def build_modules(self, build: BuildContext) -> dict[str, nn.Module]:
         """g: a 1×1 convolution D → D on the decoder output (D from the student)."""
-        channels = run.student.feature_geometry()["decoder"]
+        channels = build.student.feature_geometry()["decoder"]
         return {HEAD: nn.Conv2d(channels, channels, 1)}
 
     @hookimpl
-    def request_features(self, run: Run) -> FeatureRequest:
+    def request_features(self) -> FeatureRequest:
         """d^s from the student's training forward of x_w, d^t from the teacher's."""
         return FeatureRequest(student=("decoder",), teacher=("decoder",), student_on_weak=True)
 
