@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ssseg.engine import trainer as trainer_module  # noqa: E402
+from ssseg.engine import step as step_module  # noqa: E402
 from ssseg.engine.run import build_run  # noqa: E402
 from ssseg.engine.trainer import Trainer  # noqa: E402
 from ssseg.recipe.load import load_recipe  # noqa: E402
@@ -57,27 +57,30 @@ def main() -> None:
                    help="profile the measured steps and print the top ops by self CPU time")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    run = build_run(load_recipe(args.recipe, args.override))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(load_recipe(args.recipe, args.override)))
+    run = trainer.run
     spent: collections.Counter[str] = collections.Counter()
     started: dict[str, float] = {}
 
-    def before(name, impls, kwargs):
-        started[name] = time.perf_counter()
+    call = trainer.plugins.call
 
-    def after(outcome, name, impls, kwargs):
-        spent[name] += time.perf_counter() - started.pop(name)
+    def timed_call(hook, default=None, **kwargs):
+        started[hook] = time.perf_counter()
+        try:
+            return call(hook, default, **kwargs)
+        finally:
+            spent[hook] += time.perf_counter() - started.pop(hook)
 
-    run.pm.add_hookcall_monitoring(before, after)
-    build_views = trainer_module.apply_plan
+    trainer.plugins.call = timed_call
+    build_views = step_module.view_image
 
-    def timed_apply_plan(*a, **k):
+    def timed_view_image(*a, **k):
         t = time.perf_counter()
         out = build_views(*a, **k)
         spent["build views (photometric, blend, CutMix)"] += time.perf_counter() - t
         return out
 
-    trainer_module.apply_plan = timed_apply_plan
+    step_module.view_image = timed_view_image
     student_forward = run.student.forward
 
     def timed_student(*a, **k):

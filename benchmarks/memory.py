@@ -66,8 +66,8 @@ def measure(config: str, batch: int, steps: int, threads: int, extra: list[str])
     from ssseg.recipe.load import load_recipe
 
     torch.set_num_threads(threads)
-    run = build_run(load_recipe(RECIPES[config], embedded_at(CROPS[config], batch) + extra))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(load_recipe(RECIPES[config], embedded_at(CROPS[config], batch) + extra)))
+    run = trainer.run
     cuda = run.device.type == "cuda"
     result = {"config": config, "batch": batch, "crop": run.recipe.data.crop,
               "rss_built": current_rss(), "peak_built": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -141,12 +141,12 @@ def build(method: str, overrides: list[str], out_dir: Path):
     """The ssseg run and trainer of ``method`` and its plain twin from the same weights."""
     path, fixed = RECIPES[method]
     recipe = load_recipe(path, fixed + overrides)
-    run = build_run(recipe, out_dir)
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(recipe, out_dir))
+    run = trainer.run
     plugins = recipe.plugins
     args = dict(tau=plugins["confidence_threshold"]["threshold"], decay=plugins["mean_teacher"]["decay"],
                 warmup_epochs=plugins["mean_teacher"].get("warmup_epochs", 0),
-                iters_per_epoch=trainer.iters_per_epoch)
+                iters_per_epoch=trainer.feed.iters_per_epoch)
     plain = PlainIMAS(run, **args) if method == "imas" else PlainLoop(run, **args)
     return run, trainer, plain
 
@@ -223,9 +223,9 @@ def main() -> None:
 def record_loss(step, into: list[float]):
     """Wrap ``Trainer.step`` to keep each step's total loss."""
     def wrapped(labeled, unlabeled):
-        logs = step(labeled, unlabeled)
-        into.append(logs["loss"])
-        return logs
+        result = step(labeled, unlabeled)
+        into.append(result.logs["loss"])
+        return result
     return wrapped
 
 

@@ -62,7 +62,7 @@ def main() -> None:
         for n in names[i % len(names):] + names[: i % len(names)]:  # rotate who goes first
             trainer = trainers[n]
             t = time.perf_counter()
-            logs = trainer.step(labeled, unlabeled)
+            logs = trainer.step(labeled, unlabeled).logs
             if i >= args.warmup:
                 times[n].append(time.perf_counter() - t)
             losses[n].append(logs.get("loss", float("nan")))

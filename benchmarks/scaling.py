@@ -44,8 +44,8 @@ RECIPE = "recipes/paper/imas_voc.yaml"
 def time_steps(batch: int, crop: int, steps: int) -> tuple[float, float]:
     """Median wall and CPU (all threads) seconds per training step over ``steps`` steps after one
     warm-up step."""
-    run = build_run(load_recipe(RECIPE, ["model.encoder=resnet50"] + embedded_at(crop, batch)))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(load_recipe(RECIPE, ["model.encoder=resnet50"] + embedded_at(crop, batch))))
+    run = trainer.run
     batches = trainer.batches()
     wall, cpu = [], []
     for i in range(1 + steps):

@@ -129,6 +129,7 @@ class PluginSet:
         self.plugins = plugins
         self._pm = pm
         self.pseudo_label_source = "teacher"  # the recipe's decision, taken by check_recipe
+        self._watchers: list[Any] = []
 
     def __getitem__(self, key: str) -> Any:
         return self.plugins[key]
@@ -137,6 +138,8 @@ class PluginSet:
         """Call ``hook`` with ``kwargs`` and combine the answers by its rule; a decision that no
         plugin takes gives ``default``."""
         answers = getattr(self._pm.hook, hook)(**kwargs)
+        for watcher in self._watchers:
+            watcher(hook, answers, kwargs)
         combined = step_table.HOOKS[hook].combine.apply(hook, answers, kwargs)
         return default if combined is None else combined
 
@@ -148,11 +151,11 @@ class PluginSet:
         """The hooks the plugin of recipe key ``key`` implements."""
         return [c.name for c in self._pm.get_hookcallers(self._pm.get_plugin(key)) or []]
 
-    def monitor(self, before: Any) -> None:
-        """Call ``before(hook, plugin keys, kwargs)`` before every hook call (the contract kit)."""
-        self._pm.add_hookcall_monitoring(
-            lambda hook, impls, kwargs: before(hook, [plugin_name(i.plugin) for i in impls], kwargs),
-            lambda *args: None)
+    def watch(self, watcher: Any) -> None:
+        """Call ``watcher(hook, answers, kwargs)`` after every hook call with the answers before
+        they are combined (a decision's one answer, a list for the others): the contract kit's
+        view of a step."""
+        self._watchers.append(watcher)
 
     def table(self) -> list[tuple[str, str, str, list[str]]]:
         """(phase, hook, kind, answering plugins in call order) for every hook, in step order."""
@@ -172,7 +175,9 @@ def check_recipe(recipe: Any) -> PluginSet:
         plugin = instantiate(key, params)
         plugin.recipe_key = key
         plugins[key] = plugin
-    registered = PluginSet(plugins, register_plugins(plugins.values()))
+    pm = register_plugins(plugins.values())
+    _check_requirements(pm, list(plugins.values()))
+    registered = PluginSet(plugins, pm)
     source = registered.call("pseudo_label_source", default="teacher", recipe=recipe)
     registered.pseudo_label_source = source
     registered.call("validate", recipe=recipe, pseudo_label_source=source)
@@ -198,7 +203,7 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
     registered in reverse). Errors: a hook implementation that matches no spec, arguments the
     spec does not have, an ordering option (``tryfirst``, ``trylast``, ``wrapper``,
     ``hookwrapper``: order comes from the recipe and the hook kinds), two providers of a decision
-    hook, a required hook nobody answers. An exception inside a hook is re-raised as
+    hook. An exception inside a hook is re-raised as
     :class:`PluginError` naming the plugin and the hook.
     """
     plugins = list(plugins)
@@ -215,7 +220,6 @@ def register_plugins(plugins: Iterable[Any]) -> pluggy.PluginManager:
     _check_unknown_hooks(pm)
     _check_ordering_options(pm)
     _check_decisions(pm)
-    _check_requirements(pm, plugins)
     _guard_hooks(pm)
     return pm
 

@@ -36,11 +36,11 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
 ``shared-randomness``
     two simulated ranks build the same recipe; both seed ``ctx.shared_generator`` alike, and
     ``ctx.generator`` and torch's global generator differently. For 16 probe steps on one batch,
-    the kit calls the trainer's own methods that ``Trainer.step`` calls (``Trainer.prepare``:
-    ``before_iteration`` to ``schedule_augmentation``; ``weight_answers``: ``weight_loss``;
-    ``lambda_u``: ``unsup_weight``) and compares their control-flow outputs: whether hardness
-    exists, the planned views, which fields of each ``AugmentationPlan`` are set (did CutMix
-    fire?), which weights exist and their shapes, and λ_u.
+    the kit runs the step through the step runner up to its ``losses`` phase (``until="losses"``:
+    ``before_iteration`` to ``unsup_weight``, nothing optimised) and compares the control-flow
+    outputs: whether hardness exists, the planned views, which fields of each
+    ``AugmentationPlan`` are set (did CutMix fire?), which ``weight_loss`` answers exist and their
+    shapes, and λ_u.
 ``distributed`` (opt-in: ``rules=RULES + OPT_IN_RULES``; real processes, about 15 s)
     two gloo processes (``torch.distributed.run``) train the tiny recipe 2 iterations; every
     trained parameter (student, modules from ``build_modules``, teacher) must end identical on
@@ -83,7 +83,8 @@ from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
 from ssseg.hookspecs import HOOK_KINDS, hookimpl
-from ssseg.plugin_manager import PluginError, check_recipe, hook_table, instantiate, register_plugins
+from ssseg.plugin_manager import PluginError, PluginSet, check_recipe, instantiate, register_plugins
+from ssseg.step_table import BUILD_HOOKS, UNLABELED_HOOKS
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
@@ -107,8 +108,6 @@ TINY_RECIPE: dict[str, Any] = {
 # what the contract runs change: a short evaluation, and one thread (fastest for tiny tensors)
 CONTRACT_PATCH: dict[str, Any] = {"eval": {"max_images": 2}, "run": {"threads": 1}}
 PROBE_STEPS = 16
-BUILD_HOOKS = ("build_modules", "setup", "build_teacher", "pseudo_label_source", "request_features")
-UNLABELED_HOOKS = ("after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation", "weight_loss")
 # plugin classes under test, importable by the recipe as use: "ssseg.testing:SUBJECTS.<attr>"
 SUBJECTS = types.SimpleNamespace()
 
@@ -306,12 +305,11 @@ class _Contract:
     def shared_randomness(self) -> None:
         """Two simulated ranks take the same control flow."""
         recipe = self.recipe(first=True)
-        (rank0, pm), (rank1, _) = (self.control_flow(recipe, seed) for seed in (1, 2))
+        (rank0, plugins), (rank1, _) = (self.control_flow(recipe, seed) for seed in (1, 2))
         for step, (a, b) in enumerate(zip(rank0, rank1)):
             for key in a:
                 if a[key] != b[key]:
-                    hook = key.split("(")[0]
-                    answering = next(names for name, _, names in hook_table(pm) if name == hook)
+                    answering = plugins.answering(key.split("(")[0])
                     self.fail("shared-randomness", f"at probe step {step}, {key} (answered by "
                               f"{', '.join(answering)}) gave {a[key]!r} on simulated rank 0 and "
                               f"{b[key]!r} on rank 1, which share ctx.shared_generator but not "
@@ -357,19 +355,17 @@ class _Contract:
         out.mkdir(parents=True)
         plugins, rule = ", ".join(recipe.plugins), "composes" if resume_from is None else "resume"
         try:
-            run = build_run(recipe, out)
+            built = build_run(recipe, out)
         except Exception as err:  # noqa: BLE001 - reported as this rule's failure
             self.fail(rule, f"building the tiny recipe with plugins {plugins} failed: "
                       f"{type(err).__name__}: {err}", "make setup/build_teacher work with these "
                       "companions, or pass compose_with= the companions the plugin needs")
-        trainer = Trainer(run, checkpointer=Checkpointer(out, recipe.run.keep_checkpoints) if checkpoint else None)
-        subject, called = run.plugins[self.key], set()
-        run.pm.add_hookcall_monitoring(
-            lambda hook, impls, kwargs: called.update([hook] if any(i.plugin is subject for i in impls) else []),
-            lambda *args: None)
+        trainer = Trainer(built, checkpointer=Checkpointer(out, recipe.run.keep_checkpoints) if checkpoint else None)
+        called: set[str] = set()
+        built.plugins.watch(lambda hook, answers, kwargs: called.add(hook))
         try:
             if resume_from is not None:
-                restore(trainer.run, resume_from)
+                restore(built, resume_from)
             trainer.train()
         except Exception as err:  # noqa: BLE001 - reported as this rule's failure
             self.fail(rule, f"{'resuming and ' if resume_from else ''}training the tiny recipe with "
@@ -377,7 +373,7 @@ class _Contract:
                       "see the error; compose_with= sets the companions, and state_dict() must "
                       "return what load_state_dict() accepts")
         exempt = BUILD_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
-        idle = [c.name for c in run.pm.get_hookcallers(subject) if c.name not in called | set(exempt)]
+        idle = [h for h in built.plugins.implements(self.key) if h not in called | set(exempt)]
         if idle and resume_from is None:
             self.fail("composes", f"hook(s) {', '.join(idle)} were never called in 2 iterations with "
                       f"plugins {plugins}", "compose the plugin with plugins that give ssseg occasion to "
@@ -385,17 +381,24 @@ class _Contract:
         self.runs[name] = _outcome(trainer, out, self.key)
         return self.runs[name]
 
-    def control_flow(self, recipe: Recipe, seed: int):
-        """One simulated rank: the control-flow outputs of each probe step, and its plugin manager."""
-        run = build_run(recipe)
-        trainer = Trainer(run)
+    def control_flow(self, recipe: Recipe, seed: int) -> tuple[list[dict[str, Any]], PluginSet]:
+        """One simulated rank: the control-flow outputs of each probe step, and its plugins."""
+        trainer = Trainer(build_run(recipe))
         labeled, unlabeled = next(trainer.batches())
-        run.state.generator.manual_seed(seed)
-        run.state.shared_generator.manual_seed(0)
+        trainer.run.state.reseed(seed, 0)
         torch.manual_seed(seed)
-        steps = [] if unlabeled is None else [decisions(trainer, labeled, unlabeled, i)
-                                              for i in range(PROBE_STEPS)]
-        return steps, run.pm
+        weights: dict[str, list[tuple[int, ...]]] = {}  # each weight_loss answer's shape, per view
+
+        def record(hook: str, answers: Any, kwargs: dict[str, Any]) -> None:
+            if hook == "weight_loss":
+                weights[f"weight_loss({kwargs['view'].name})"] = [tuple(a.shape) for a in answers if a is not None]
+
+        trainer.plugins.watch(record)
+        steps = []
+        for i in range(PROBE_STEPS if unlabeled is not None else 0):
+            weights.clear()
+            steps.append(decisions(trainer, labeled, unlabeled, i) | weights)
+        return steps, trainer.plugins
 
 
 class RankWeights:
@@ -420,7 +423,7 @@ class RankWeights:
         if ctx.iteration + 1 < ctx.max_iters:
             return
         run, named = self.run, {"student": self.run.student, **self.run.modules}
-        if run.teacher is not None:
+        if run.separate_teacher:
             named["teacher"] = run.teacher
         params = {f"{m}.{k}": v.detach().cpu().clone() for m, module in named.items()
                   for k, v in module.named_parameters()}
@@ -429,19 +432,16 @@ class RankWeights:
 
 def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch,
               iteration: int) -> dict[str, Any]:
-    """The control-flow outputs of the hooks that decide a step's shape, called through the
-    trainer's own methods (``Trainer.prepare``, ``weight_answers``, ``lambda_u``) at
-    ``iteration`` (nothing is trained)."""
-    prepared = trainer.prepare(labeled, unlabeled, trainer.context(iteration))
-    out: dict[str, Any] = {"estimate_hardness": prepared.hardness is not None,
-                           "plan_views": [attrs.astuple(v.view) for v in prepared.views.values()]}
-    for name, view in prepared.views.items():
+    """The control-flow outputs of the hooks that decide a step's shape: the step runner's phases
+    up to ``losses`` at ``iteration`` (nothing is optimised)."""
+    result = trainer.runner.step(labeled, unlabeled, until="losses", ctx=trainer.runner.context(iteration))
+    out: dict[str, Any] = {"estimate_hardness": result.hardness is not None,
+                           "plan_views": [attrs.astuple(v.view) for v in result.views.values()]}
+    for name, view in result.views.items():
         if view.view.kind == "image":
             out[f"schedule_augmentation({name})"] = None if view.plan is None else {
                 f.name: getattr(view.plan, f.name) is not None for f in attrs.fields(AugmentationPlan)}
-    for name, answers in trainer.weight_answers(prepared).items():
-        out[f"weight_loss({name})"] = [tuple(w.shape) for w in answers]
-    out["unsup_weight"] = trainer.lambda_u(prepared.ctx)
+    out["unsup_weight"] = result.lambda_u
     return out
 
 
@@ -453,9 +453,9 @@ def _outcome(trainer: Trainer, out: Path, key: str) -> _Outcome:
     weights = _flatten("student", run.student)
     for name, module in run.modules.items():
         weights |= _flatten(f"modules.{name}", module)
-    if run.teacher is not None:
+    if run.separate_teacher:
         weights |= _flatten("teacher", run.teacher)
-    return _Outcome(losses, weights, plugin_state(run.plugins[key]))
+    return _Outcome(losses, weights, plugin_state(trainer.plugins[key]))
 
 
 def plugin_state(plugin: Any) -> dict[str, Any]:

@@ -49,5 +49,5 @@ def tiny():
 
 def view_of_plan(plan, weak, pseudo):
     """(image, pseudo-labels) of one view built from the weak batch by ``plan``, as the core does."""
-    from ssseg.engine.trainer import view_image, view_pseudo
+    from ssseg.engine.views import view_image, view_pseudo
     return view_image(plan, weak.image), view_pseudo(plan, pseudo, pseudo)

@@ -34,7 +34,7 @@ def steps(trainer: Trainer, n: int) -> dict[str, float]:
     """Run ``n`` training steps from the trainer's current iteration; the last step's logs."""
     batches = trainer.batches()
     for _ in range(n):
-        logs = trainer.step(*next(batches))
+        logs = trainer.step(*next(batches)).logs
     return logs
 
 

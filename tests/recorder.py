@@ -22,24 +22,28 @@ class Recorder(Plugin):
         CALLS.append(f"{self.config.tag}{hook}")
 
     @hookimpl
-    def build_modules(self, run):
+    def pseudo_label_source(self, recipe):
+        self._rec("pseudo_label_source")
+
+    @hookimpl
+    def validate(self, recipe, pseudo_label_source):
+        self._rec("validate")
+
+    @hookimpl
+    def build_modules(self, build):
         self._rec("build_modules")
+
+    @hookimpl
+    def build_teacher(self, build, student):
+        self._rec("build_teacher")
+
+    @hookimpl
+    def request_features(self, build):
+        self._rec("request_features")
 
     @hookimpl
     def setup(self, run):
         self._rec("setup")
-
-    @hookimpl
-    def build_teacher(self, run, student):
-        self._rec("build_teacher")
-
-    @hookimpl
-    def pseudo_label_source(self, run):
-        self._rec("pseudo_label_source")
-
-    @hookimpl
-    def request_features(self, run):
-        self._rec("request_features")
 
     @hookimpl
     def before_iteration(self, ctx):
@@ -234,12 +238,12 @@ class Probe(Plugin):
         answer: str = "ok"  # "ok", or which wrong answer to give: "weight_shape", "float_term"
 
     @hookimpl
-    def build_modules(self, run):
+    def build_modules(self):
         import torch
         return {"probe_head": torch.nn.Conv2d(8, 2, 1)}
 
     @hookimpl
-    def request_features(self, run):
+    def request_features(self):
         from ssseg.api import FeatureRequest
         return FeatureRequest(student=("decoder",), teacher=("encoder",))
 

@@ -22,7 +22,7 @@ def step_logs(out_dir: Path) -> list[dict]:
 
 def weights(run) -> dict[str, torch.Tensor]:
     """Every trained tensor of a run: student, teacher and contributed modules."""
-    named = {"student": run.student, **run.modules, **({"teacher": run.teacher} if run.teacher else {})}
+    named = {"student": run.student, **run.modules, **({"teacher": run.teacher} if run.separate_teacher else {})}
     return {f"{m}.{k}": v for m, module in named.items() for k, v in module.state_dict().items()}
 
 
@@ -39,7 +39,7 @@ def assert_resume_is_exact(recipe, tmp_path: Path, at: int = 2) -> tuple[Trainer
                        checkpointer=checkpoint.Checkpointer(full, keep=recipe.optim.iters))
     straight.train()
     resumed = Trainer(build_run(recipe, resumed_dir))
-    checkpoint.restore(resumed.run, full / f"iter_{at:07d}.pt")
+    checkpoint.restore(resumed, full / f"iter_{at:07d}.pt")
     resumed.train()
     assert step_logs(resumed_dir) == step_logs(full)[at:]
     a, b = weights(straight.run), weights(resumed.run)

@@ -32,7 +32,7 @@ def test_fp16_steps_through_the_gradient_scaler():
     batches = trainer.batches()
     for _ in range(3):
         assert "skipped" not in trainer.step(*next(batches))
-    assert trainer.state.scaler.is_enabled() and 0 < trainer.state.scaler.get_scale() < float("inf")
+    assert trainer.run.state.scaler.is_enabled() and 0 < trainer.run.state.scaler.get_scale() < float("inf")
 
 
 def test_batched_sliding_windows_equal_one_at_a_time_and_the_cpu():

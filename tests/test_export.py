@@ -26,13 +26,14 @@ def saved(tmp_path):
     differ from each other and from the recipe's initial weights; the run holds those weights."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe_dict({"plugins": {"mean_teacher": {}, "fixmatch": {}}})))
-    run = build_run(load_recipe(recipe))
+    built = build_run(load_recipe(recipe))
+    run = built.run
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for module in (run.student, run.teacher):
             for p in module.parameters():
                 p.add_(0.02 * torch.randn(p.shape, generator=generator))
-    checkpoint.Checkpointer(tmp_path).save(run)
+    checkpoint.Checkpointer(tmp_path).save(run, built.plugins)
     return recipe, tmp_path / "last.pt", run
 
 

@@ -138,11 +138,11 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one_loadable(
     trainer.step(*next(trainer.batches()))  # iteration 2
     message = f"no space left on {tmp_path} (writing last.pt); the previous last.pt is unchanged"
     with pytest.raises(WriteError, match=f"^{re.escape(message)}$"):
-        trainer.checkpointer.save(trainer.run)
+        trainer.checkpointer.save(trainer.run, trainer.plugins)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no last.pt.tmp
     assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 1
     monkeypatch.undo()  # space freed: the next save works
-    trainer.checkpointer.save(trainer.run)
+    trainer.checkpointer.save(trainer.run, trainer.plugins)
     assert checkpoint.read(tmp_path / "last.pt")["iteration"] == 2
 
 
@@ -153,7 +153,7 @@ def test_keeps_the_last_k_iteration_checkpoints_and_the_best(tmp_path, tiny):
     trainer.train()
     assert sorted(p.name for p in tmp_path.glob("iter_*.pt")) == ["iter_0000003.pt", "iter_0000004.pt"]
     best = checkpoint.read(tmp_path / "best.pt")
-    assert best["training"]["last_eval"]["student/miou"] == trainer.state.best["student"]["miou"]
+    assert best["training"]["last_eval"]["student/miou"] == trainer.run.state.best["student"]["miou"]
 
 
 def test_nan_loss_stops_naming_the_iteration_and_the_term(tmp_path, tiny):
@@ -170,7 +170,7 @@ def test_nan_loss_can_skip_the_step(tiny):
                    "plugins": {"nan": {"use": "recorder:NaNAt", "at": 1}}})
     trainer = Trainer(build_run(recipe))
     trainer.train()
-    assert trainer.state.skipped_steps == 1 and trainer.run.iteration == 3
+    assert trainer.run.state.skipped_steps == 1 and trainer.run.iteration == 3
     assert all(torch.isfinite(p).all() for p in trainer.run.student.parameters())
 
 
@@ -180,10 +180,10 @@ def test_skipped_steps_survive_resume(tiny, tmp_path):
                    "plugins": {"nan": {"use": "recorder:NaNAt", "at": 1}}})
     Trainer(build_run(recipe), checkpointer=checkpoint.Checkpointer(tmp_path, keep=2)).train()
     resumed = Trainer(build_run(recipe))
-    checkpoint.restore(resumed.run, tmp_path / "iter_0000002.pt")
-    assert resumed.state.skipped_steps == 1  # the step skipped at iteration 1, before the checkpoint
+    checkpoint.restore(resumed, tmp_path / "iter_0000002.pt")
+    assert resumed.run.state.skipped_steps == 1  # the step skipped at iteration 1, before the checkpoint
     resumed.train()
-    assert resumed.state.skipped_steps == 1 and resumed.run.iteration == 4
+    assert resumed.run.state.skipped_steps == 1 and resumed.run.iteration == 4
 
 
 
@@ -216,8 +216,6 @@ def test_a_stop_signal_on_a_peer_rank_stops_this_one_with_one_all_reduce_a_step(
 def test_a_non_finite_loss_on_a_peer_rank_skips_the_step_here_too(monkeypatch, tiny):
     trainer, reduced = peer_rank_trainer(monkeypatch, tiny, (1.0, 0.0))
     batches = trainer.batches()
-    logs = []
-    for _ in range(3):
-        logs.append(trainer.step(*next(batches)))
-    assert ["skipped" in entry for entry in logs] == [False, True, True]
-    assert reduced == [[0.0, 0.0]] * 3 and not trainer.stop_agreed
+    results = [trainer.step(*next(batches)) for _ in range(3)]
+    assert ["skipped" in r.logs for r in results] == [False, True, True]
+    assert reduced == [[0.0, 0.0]] * 3 and not any(r.stop for r in results)

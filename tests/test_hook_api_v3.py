@@ -3,6 +3,7 @@ answers, the pseudo-label source, and the forward batch."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import torch
 
@@ -22,15 +23,15 @@ def _clear():
 
 
 def test_contributed_module_is_trained_checkpointed_and_loaded(tiny, tmp_path):
-    run = build_run(tiny({"optim": {"iters": 2}, "plugins": PROBE}))
+    trainer = Trainer(build_run(tiny({"optim": {"iters": 2}, "plugins": PROBE})))
+    run = trainer.run
     head = run.modules["probe_head"]
     assert {id(p) for p in head.parameters()} <= {id(p) for g in run.optimizer.param_groups for p in g["params"]}
     before = head.weight.detach().clone()
-    trainer = Trainer(run)
     trainer.train()
     assert recorder.Probe.SEEN["head_grad"] and not torch.equal(before, head.weight)
-    torch.save(state_of(trainer.run), tmp_path / "c.pt")
-    other = build_run(tiny({"optim": {"iters": 2}, "plugins": PROBE}))
+    torch.save(state_of(trainer.run, trainer.plugins.plugins), tmp_path / "c.pt")
+    other = build_run(tiny({"optim": {"iters": 2}, "plugins": PROBE})).run
     load_weights(other, tmp_path / "c.pt")
     assert torch.equal(other.modules["probe_head"].weight, head.weight)
 
@@ -48,17 +49,16 @@ def test_features_views_and_labeled_batch_reach_the_loss_hooks(tiny):
 
 def test_no_features_are_computed_when_none_are_requested(tiny):
     trainer = Trainer(build_run(tiny({"plugins": {"fixmatch": {}}})))
-    prepared = trainer.prepare(*next(trainer.batches()))
-    outputs = trainer.forward(prepared)
-    assert outputs.features == {} and outputs.weak is None and prepared.pseudo.features is None
+    result = trainer.step(*next(trainer.batches()), until="forward")
+    outputs = result.outputs
+    assert outputs.features == {} and outputs.weak is None and result.pseudo.features is None
 
 
 def test_lambda_u_scales_opted_in_terms(tiny):
     for weight in (1.0, 3.0):
         trainer = Trainer(build_run(tiny({"unsup": {"weight": weight}, "plugins": PROBE})))
-        prepared = trainer.prepare(*next(trainer.batches()))
-        outputs = trainer.forward(prepared)
-        total, terms, lambda_u = trainer.losses(prepared, outputs)
+        result = trainer.step(*next(trainer.batches()), until="losses")
+        total, terms, lambda_u = result.total, result.terms, result.lambda_u
         expected = terms["loss_x"] + lambda_u * (terms["loss_u/plain"] + terms["probe/head"])
         assert lambda_u == weight and torch.allclose(total, expected)
 
@@ -82,16 +82,20 @@ def test_a_plan_views_answer_that_is_no_list_of_views_is_refused(tiny):
     class Strings(Plugin):
         name = "strings"
 
+        @attrs.frozen
+        class Config:
+            pass
+
         @hookimpl
         def plan_views(self, ctx, hardness):
             return "strong"
 
-    trainer = Trainer(build_run(tiny({"plugins": {"fixmatch": {}}})))
-    from ssseg.plugin_manager import register_plugins
-    trainer.hook = register_plugins([Strings(None)]).hook
+    from ssseg.testing import SUBJECTS
+    SUBJECTS.strings = Strings
+    trainer = Trainer(build_run(tiny({"plugins": {"strings": {"use": "ssseg.testing:SUBJECTS.strings"}}})))
     with pytest.raises(PluginError, match=r"'strings' gave a wrong answer in hook 'plan_views': expected a "
                                           r"list of View, got str 'strong'"):
-        trainer.prepare(*next(trainer.batches()))
+        trainer.step(*next(trainer.batches()), until="prepare")
 
 
 def test_a_v2_plugin_reading_a_removed_field_is_refused_at_build_time(tiny):
@@ -102,13 +106,13 @@ def test_a_v2_plugin_reading_a_removed_field_is_refused_at_build_time(tiny):
 
 def test_student_train_source_labels_own_pixels_in_train_mode_and_partners_in_eval_mode(tiny):
     recipe = tiny({"plugins": {"fixmatch": {"pseudo_labels": "student_train", "p_cutmix": 1.0}}})
-    run = build_run(recipe)
-    trainer = Trainer(run)
-    prepared = trainer.prepare(*next(trainer.batches()))
+    trainer = Trainer(build_run(recipe))
+    run = trainer.run
+    labeled, unlabeled = next(trainer.batches())
+    prepared = trainer.step(labeled, unlabeled, until="prepare")
     assert [name for name, _ in prepared.batch.parts] == [LABELED, WEAK, "strong"]
-    outputs = trainer.forward(prepared)
-    weak_logits = outputs.weak
-    relabelled = trainer.relabel(prepared, outputs)
+    relabelled = trainer.step(labeled, unlabeled, until="relabel")
+    weak_logits = relabelled.outputs.weak
     view = relabelled.views["strong"]
     box, partner = view.plan.cutmix_box, view.plan.cutmix_partner
     own = weak_logits.argmax(1)
@@ -129,9 +133,9 @@ def test_forward_batch_splits_rows_back_by_part():
 
 
 def test_gradient_clipping_covers_the_contributed_modules(tiny):
-    run = build_run(tiny({"optim": {"clip_grad": 1e-6}, "plugins": PROBE}))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(tiny({"optim": {"clip_grad": 1e-6}, "plugins": PROBE})))
+    run = trainer.run
     trainer.step(*next(trainer.batches()))
-    grads = [p.grad for p in trainer.trainable_parameters() if p.grad is not None]
+    grads = [p.grad for p in trainer.runner.trainable_parameters() if p.grad is not None]
     assert any(p.grad is not None for p in run.modules["probe_head"].parameters())
     assert float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) <= 1.01e-6

@@ -189,7 +189,7 @@ def test_each_option_plans_its_views(options, views, parts):
     """The views, coefficients, plan parts and student-forward parts each option produces, and a
     finite loss over two iterations."""
     trainer = Trainer(build_run(tiny_recipe({"plugins": {**IMAS, "imas_augmentation": options}})))
-    prepared = trainer.prepare(*next(trainer.batches()))
+    prepared = trainer.step(*next(trainer.batches()), until="prepare")
     planned = {name: (v.view.kind, v.view.coef, None if v.plan is None else
                       tuple(f for f in PLAN_FIELDS if getattr(v.plan, f) is not None))
                for name, v in prepared.views.items()}
@@ -208,7 +208,7 @@ def test_cutmix_pairing_option(pairing):
     labeled, unlabeled = next(trainer.batches())
     same = []
     for step in range(4):
-        prepared = trainer.prepare(labeled, unlabeled, trainer.context(step))
+        prepared = trainer.runner.step(labeled, unlabeled, until="prepare", ctx=trainer.runner.context(step))
         partner = prepared.views["cutmix"].plan.cutmix_partner
         same.append(torch.equal(partner, hard_easy_partners(prepared.hardness)))
     assert all(same) if pairing == "hard_easy" else not all(same)

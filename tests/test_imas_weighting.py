@@ -12,7 +12,8 @@ from resume_support import assert_resume_is_exact
 from imas_support import make_ctx, two_iterations_are_finite
 from ssseg.api import AugmentationPlan, Pseudo, UnlabeledBatch, View
 from conftest import view_of_plan
-from ssseg.engine.trainer import product_of, weighted_view_loss
+from ssseg.losses import weighted_view_loss
+from ssseg.step_table import HOOKS
 from ssseg.plugin_manager import instantiate
 from ssseg.recipe.structure import ConfigError
 
@@ -34,7 +35,8 @@ def core_loss(logits, pseudo, hardness, view=View("strong"), normalize="valid"):
     ctx = make_ctx()
     answers = [instantiate(k, p).weight_loss(ctx=ctx, view=view, pseudo=pseudo, hardness=hardness)
                for k, p in (("confidence_threshold", {"threshold": TAU}), ("imas_weighting", {}))]
-    return weighted_view_loss(logits, pseudo, product_of(answers, pseudo.conf), normalize)
+    weight = HOOKS["weight_loss"].combine.apply("weight_loss", answers, {"pseudo": pseudo})
+    return weighted_view_loss(logits, pseudo, weight, normalize)
 
 
 def paper_loss(logits, pseudo, hardness):

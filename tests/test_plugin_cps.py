@@ -21,7 +21,9 @@ from resume_support import assert_resume_is_exact
 from ssseg.api import UnlabeledBatch, UserError, View
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer, view_image
+from ssseg.engine.trainer import Trainer
+from ssseg.engine.views import view_image
+from ssseg.models import build_model
 from ssseg.plugin_manager import instantiate
 from ssseg_plugins.cps import F2, CPS, cps_box_fractions, cps_boxes, random_cycle
 
@@ -65,14 +67,10 @@ def test_config_defaults_and_errors():
 # -- 2. the loss, by hand --------------------------------------------------------------------
 
 def core_losses(recipe):
-    """One step's (run, prepared step, total, terms, λ) from the trainer's own methods."""
-    run = build_run(recipe)
-    trainer = Trainer(run)
-    prepared = trainer.prepare(*next(trainer.batches()))
-    with trainer.autocast():
-        outputs = trainer.forward(prepared)
-        total, terms, lambda_u = trainer.losses(prepared, outputs)
-    return run, prepared, total, terms, lambda_u
+    """One step's (run, step result up to the losses, total, terms, λ) through the step runner."""
+    trainer = Trainer(build_run(recipe))
+    result = trainer.step(*next(trainer.batches()), until="losses")
+    return trainer.run, result, result.total, result.terms, result.lambda_u
 
 
 def ce(logits, target, ignore_index=255):
@@ -141,16 +139,24 @@ def assert_same_state(a, b):
     assert not different, different[:5]
 
 
+def new_model(run, seed):
+    """The recipe's model initialised from ``seed`` (as build_modules' ``build.new_model``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(run.recipe.model, run.data.num_classes)
+
+
 def test_f2_is_its_own_network_in_the_optimiser_and_learns():
-    run = build_run(cps_recipe())
+    built = build_run(cps_recipe())
+    run = built.run
     f2 = run.modules[F2]
-    assert_same_state(state(f2), state(run.new_model(run.recipe.seed + 1)))  # the default f2_seed
+    assert_same_state(state(f2), state(new_model(run, run.recipe.seed + 1)))  # the default f2_seed
     f1_head = dict(run.student.named_parameters())["net.segmentation_head.0.weight"]
     assert not torch.equal(f1_head, dict(f2.named_parameters())["net.segmentation_head.0.weight"])
     optimised = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
     assert {id(p) for p in f2.parameters()} <= optimised
-    trainer, before = Trainer(run), state(f2)
-    logs = trainer.step(*next(trainer.batches()))
+    trainer, before = Trainer(built), state(f2)
+    logs = trainer.step(*next(trainer.batches())).logs
     assert math.isfinite(logs["cps/cps"]) and math.isfinite(logs["cps/sup_f2"])
     assert all(p.grad is not None for p in f2.parameters())
     assert any(bool(p.grad.abs().sum() > 0) for p in f2.parameters())
@@ -159,8 +165,8 @@ def test_f2_is_its_own_network_in_the_optimiser_and_learns():
 
 
 def test_f2_seed_sets_its_initialisation():
-    run = build_run(cps_recipe(f2_seed=7))
-    assert_same_state(state(run.modules[F2]), state(run.new_model(7)))
+    run = build_run(cps_recipe(f2_seed=7)).run
+    assert_same_state(state(run.modules[F2]), state(new_model(run, 7)))
 
 
 def test_resume_equals_a_straight_run_for_both_networks(tmp_path):
@@ -169,16 +175,15 @@ def test_resume_equals_a_straight_run_for_both_networks(tmp_path):
     recipe = cps_recipe({"optim": {"iters": 3}, "eval": {"every": 1000, "max_images": 2}},
                         cutmix=True, evaluate_f2=True)
     full, _ = assert_resume_is_exact(recipe, tmp_path)
-    assert {"f2/miou", "student/miou"} <= set(full.state.last_eval)
-    fresh = build_run(recipe)
-    checkpoint.load_weights(fresh, tmp_path / "full" / "last.pt")
-    assert fresh.iteration == 3
+    assert {"f2/miou", "student/miou"} <= set(full.run.state.last_eval)
+    fresh = build_run(recipe).run
+    assert checkpoint.load_weights(fresh, tmp_path / "full" / "last.pt") == 3
     assert_same_state(state(fresh.modules[F2]), state(full.run.modules[F2]))
     assert_same_state(state(fresh.student), state(full.run.student))
 
 
 def test_only_the_student_is_evaluated_by_default():
-    run = build_run(cps_recipe())
+    run = build_run(cps_recipe()).run
     assert instantiate("cps", {}).eval_models(run=run) is None
     assert instantiate("cps", {"evaluate_f2": True}).eval_models(run=run) == {"f2": run.modules[F2]}
 
@@ -255,7 +260,7 @@ def test_plan_draws_boxes_and_partners_per_step(config, identity):
 
 def test_released_pairing_pastes_another_view_of_the_same_image_with_its_own_targets():
     plugin = instantiate("cps", {"cutmix": True, "released_pairing": True})
-    assert plugin.request_features(run=None).second_view
+    assert plugin.request_features().second_view
     g = torch.Generator().manual_seed(0)
     valid = torch.ones(3, 16, 16, dtype=torch.bool)
     second = UnlabeledBatch(image=torch.rand(3, 3, 16, 16, generator=g), valid=valid)
@@ -280,17 +285,17 @@ import sys
 import torch
 from ssseg.engine.distributed import init_from_env
 from ssseg.engine.run import build_run
-from ssseg.engine.trainer import Trainer, view_image
+from ssseg.engine.trainer import Trainer
 from ssseg.testing import tiny_recipe
 
 init_from_env()
 torch.set_num_threads(1)
 for cutmix in (False, True):
-    run = build_run(tiny_recipe({"optim": {"iters": 3}, "eval": {"max_images": 2},
-                                 "plugins": {"cps": {"cutmix": cutmix, "evaluate_f2": True}}}))
-    trainer, losses = Trainer(run), []
+    trainer, losses = Trainer(build_run(tiny_recipe({"optim": {"iters": 3}, "eval": {"max_images": 2},
+                                 "plugins": {"cps": {"cutmix": cutmix, "evaluate_f2": True}}}))), []
+    run = trainer.run
     for (labeled, unlabeled), _ in zip(trainer.batches(), range(3)):
-        losses.append(trainer.step(labeled, unlabeled)["cps/sup_f2"])
+        losses.append(trainer.step(labeled, unlabeled).logs["cps/sup_f2"])
     trainer.evaluate()  # broadcasts rank 0's BatchNorm statistics of the evaluated f1 and f2
     torch.save({"losses": losses, "student": run.student.state_dict(), "f2": run.modules["cps_f2"].state_dict()},
                f"{sys.argv[1]}/{'cutmix' if cutmix else 'plain'}-{run.rank}.pt")

@@ -26,14 +26,13 @@ def test_box_covers_half_the_crop_inside_it(h, w, seed):
 
 
 def test_consistency_is_the_squared_error_to_the_mixed_teacher_probabilities(tiny):
-    run = build_run(tiny(RECIPE))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(tiny(RECIPE)))
+    run = trainer.run
     labeled, unlabeled = next(trainer.batches())
-    prepared = trainer.prepare(labeled, unlabeled)
+    result = trainer.step(labeled, unlabeled, until="losses")
+    total, terms, lambda_u, outputs = result.total, result.terms, result.lambda_u, result.outputs
     with torch.no_grad():
-        outputs = trainer.forward(prepared)
-        total, terms, lambda_u = trainer.losses(prepared, outputs)
-        view = prepared.views["mix"]
+        view = result.views["mix"]
         box, partner = view.plan.cutmix_box, view.plan.cutmix_partner
         assert not torch.equal(partner, torch.arange(len(partner)))      # never an image with itself
         teacher_logits = run.teacher.eval()(unlabeled.image)
@@ -50,11 +49,8 @@ def test_consistency_is_the_squared_error_to_the_mixed_teacher_probabilities(tin
 def test_per_pixel_confidence_option_weights_each_pixel(tiny):
     recipe = tiny({**RECIPE, "plugins": {**RECIPE["plugins"], "cutmix_seg": {"threshold": 0.99, "conf_per_pixel": True}}})
     trainer = Trainer(build_run(recipe))
-    prepared = trainer.prepare(*next(trainer.batches()))
-    with torch.no_grad():
-        outputs = trainer.forward(prepared)
-        _, terms, _ = trainer.losses(prepared, outputs)
-    assert float(terms["cutmix_seg/cons"]) == 0.0  # a fresh teacher is never 99 % confident
+    terms = trainer.step(*next(trainer.batches()), until="losses").terms
+    assert float(terms["cutmix_seg/cons"].detach()) == 0.0  # a fresh teacher is never 99 % confident
 
 
 def test_contract(plugin_contract):

@@ -45,9 +45,9 @@ def test_an_error_in_the_constructor_names_the_plugin(tiny):
 
 
 def test_an_error_in_a_hook_shows_only_the_plugins_frames(tiny):
-    run = build_run(plugin_recipe(tiny, "recorder:Broken"))
+    built = build_run(plugin_recipe(tiny, "recorder:Broken"))
     with pytest.raises(PluginError, match=r"^plugin 'mine' failed in hook 'before_iteration': RuntimeError: boom") as caught:
-        Trainer(run).train()
+        Trainer(built).train()
     own_frames_only(str(caught.value), "recorder.py")
     assert "pluggy" not in str(caught.value)
 

@@ -68,7 +68,7 @@ def test_ema_update_matches_the_hand_computation(case, seed):
     (iteration, per_epoch, warmup, decay), d = case
     student = tiny_bn_module(seed)
     plugin = instantiate("mean_teacher", {"decay": decay, "warmup_epochs": warmup})
-    teacher = plugin.build_teacher(run=None, student=student)
+    teacher = plugin.build_teacher(student=student)
     assert teacher is not student and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     with torch.no_grad():  # let the teacher lag behind: perturb every tensor of the student
@@ -93,27 +93,27 @@ def test_two_steps_of_modern_mean_teacher_and_resume(tmp_path, tiny):
     assert [r["ema_decay"] for r in logs] == [0.0, 0.5]
     run = trainer.run
     assert run.teacher is not run.student
-    assert set(trainer.state.last_eval) >= {"student/miou", "teacher/miou"}
+    assert set(trainer.run.state.last_eval) >= {"student/miou", "teacher/miou"}
     checkpointer = checkpoint.Checkpointer(tmp_path)
-    checkpointer.save(trainer.run)
+    checkpointer.save(trainer.run, trainer.plugins)
     resumed = Trainer(build_run(tiny(MODERN)))
     assert not all(torch.equal(a, b) for a, b in zip(resumed.run.teacher.state_dict().values(),
                                                      run.teacher.state_dict().values()))
-    checkpoint.restore(resumed.run, checkpointer.last)
+    checkpoint.restore(resumed, checkpointer.last)
     for (name, a), b in zip(run.teacher.state_dict().items(), resumed.run.teacher.state_dict().values()):
         assert torch.equal(a, b), name
 
 
 def test_the_teacher_makes_the_pseudo_labels(tmp_path, tiny):
     """Zeroing the teacher's head (not the student's) makes every confidence 1/C."""
-    run = build_run(tiny(MODERN))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(tiny(MODERN)))
+    run = trainer.run
     labeled, unlabeled = next(trainer.batches())
-    by_student = trainer.pseudo_label(unlabeled)
+    by_student = trainer.runner.pseudo_label(unlabeled)
     with torch.no_grad():
         for p in run.teacher.net.segmentation_head.parameters():
             p.zero_()
-    by_teacher = trainer.pseudo_label(unlabeled)
+    by_teacher = trainer.runner.pseudo_label(unlabeled)
     assert torch.allclose(by_teacher.conf, torch.full_like(by_teacher.conf, 1 / run.data.num_classes))
     assert not torch.allclose(by_student.conf, by_teacher.conf)
 
@@ -122,7 +122,7 @@ def test_classic_variant_adds_the_weighted_softmax_mse(tmp_path, tiny):
     trainer, logs = train(tiny(CLASSIC), tmp_path)
     assert all(math.isfinite(r["consistency"]) and r["consistency"] > 0 for r in logs)
     assert all(r["loss"] == pytest.approx(r["loss_x"] + r["consistency"], rel=1e-5) for r in logs)
-    plugin = trainer.run.plugins["mse_consistency"]
+    plugin = trainer.plugins["mse_consistency"]
     student = torch.tensor([[[[0.0]], [[0.0]]], [[[2.0]], [[0.0]]]])  # [B=2, C=2, 1, 1]
     teacher = torch.tensor([[[[0.0]], [[0.0]]], [[[0.0]], [[0.0]]]])
     valid = torch.tensor([[[True]], [[True]]])
@@ -142,10 +142,9 @@ def test_classic_variant_adds_the_weighted_softmax_mse(tmp_path, tiny):
 def test_classic_consistency_sees_the_weak_batch_without_planning_views_so_it_composes(tiny):
     from ssseg.engine.trainer import Trainer
     trainer = Trainer(build_run(tiny({"plugins": {"mean_teacher": {}, "mse_consistency": {}, "fixmatch": {}}})))
-    prepared = trainer.prepare(*next(trainer.batches()))
-    assert list(prepared.views) == ["strong"]
-    outputs = trainer.forward(prepared)
-    assert outputs.weak is not None and outputs.weak.shape == prepared.pseudo.logits.shape
+    result = trainer.step(*next(trainer.batches()), until="forward")
+    assert list(result.views) == ["strong"]
+    assert result.outputs.weak is not None and result.outputs.weak.shape == result.pseudo.logits.shape
 
 
 @pytest.mark.parametrize("iteration, factor", [(0, math.exp(-5)), (50, math.exp(-5 * 0.25)), (100, 1.0), (500, 1.0)])

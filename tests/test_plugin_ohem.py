@@ -85,13 +85,13 @@ def test_default_config_and_errors_name_the_parameter():
 
 
 def test_two_steps_with_ohem_as_the_supervised_loss(tiny):
-    run = build_run(tiny({"data": {"batch_unlabeled": 0},
-                          "plugins": {"supervised": {}, "ohem": {"min_kept": 200}}}))
-    trainer = Trainer(run)
+    trainer = Trainer(build_run(tiny({"data": {"batch_unlabeled": 0},
+                                      "plugins": {"supervised": {}, "ohem": {"min_kept": 200}}})))
+    run = trainer.run
     trainer.train()
     labeled, _ = next(trainer.batches())
     with torch.no_grad():
         logits = run.student(labeled["image"])
-    ohem = run.plugins["ohem"].supervised_loss(ctx=CTX, logits=logits, target=labeled["mask"])
+    ohem = trainer.plugins["ohem"].supervised_loss(ctx=CTX, logits=logits, target=labeled["mask"])
     assert math.isfinite(float(ohem))
     assert float(ohem) > float(F.cross_entropy(logits, labeled["mask"], ignore_index=IGNORE)), "hard pixels only"

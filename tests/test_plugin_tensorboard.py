@@ -66,11 +66,11 @@ def test_event_files_hold_the_training_scalars_every_evaluation_and_the_grid(tmp
 def test_logging_does_not_change_the_training(tmp_path, tiny):
     """The grid's predictions run in eval mode: no BatchNorm statistics move, no RNG is drawn."""
     patch = {"optim": {"iters": 2}, "eval": {"every": 1, "max_images": 1}, "data": {"batch_unlabeled": 0}}
-    logged = build_run(tiny({**patch, "plugins": {"tensorboard": {"images": 2}}}), tmp_path / "run")
-    Trainer(logged).train()
-    plain = build_run(tiny(patch))
-    Trainer(plain).train()
-    for (name, a), b in zip(plain.student.state_dict().items(), logged.student.state_dict().values()):
+    logged = Trainer(build_run(tiny({**patch, "plugins": {"tensorboard": {"images": 2}}}), tmp_path / "run"))
+    logged.train()
+    plain = Trainer(build_run(tiny(patch)))
+    plain.train()
+    for (name, a), b in zip(plain.run.student.state_dict().items(), logged.run.student.state_dict().values()):
         assert torch.equal(a, b), name
 
 
@@ -81,7 +81,7 @@ def test_a_resumed_run_purges_the_steps_it_trains_again(tmp_path, tiny):
     Trainer(build_run(recipe, out), checkpointer=Checkpointer(out, 3)).train()  # wrote steps 2, 3 too
     first_files = set((out / "tensorboard").iterdir())
     resumed = Trainer(build_run(recipe, out))
-    restore(resumed.run, out / "iter_0000001.pt")
+    restore(resumed, out / "iter_0000001.pt")
     resumed.train()
 
     (new_file,) = set((out / "tensorboard").iterdir()) - first_files

@@ -82,7 +82,8 @@ def test_shipped_recipes_pair_the_teacher_schedule_with_the_warm_start():
 
 
 def test_needs_a_separate_teacher(tiny):
-    with pytest.raises(UserError, match="needs an EMA teacher"):
+    with pytest.raises(UserError, match=r"plugins.u2pl: needs a plugin that answers 'build_teacher'.*"
+                                        r"add `mean_teacher: \{decay: 0.99, warmup_epochs: 2\}`"):
         build_run(tiny({"plugins": {"u2pl": SMALL}}))
 
 
@@ -301,7 +302,7 @@ def test_three_steps_train_the_head_and_the_state_round_trips(tmp_path, tiny):
     assert all(id(p) in optimised for p in head.parameters()), "the rep head is in the optimiser"
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters()), "and gets gradients"
     assert not run.teacher.training, "the teacher is back in eval mode"
-    plugin = run.plugins["u2pl"]
+    plugin = trainer.plugins["u2pl"]
     assert sum(q.shape[0] for q in plugin.queues) > 0
     buffer = io.BytesIO()
     torch.save(plugin.state_dict(), buffer)
@@ -321,7 +322,7 @@ def test_warm_start_is_supervised_only(tmp_path, tiny):
         assert r["u2pl/unsup"] == 0 and r["u2pl/contrastive"] == 0 and r["loss"] == r["loss_x"]
         assert "u2pl/cutmix" not in r and "lambda_u" not in r, "no view is planned"
     assert all(p.grad is None for p in trainer.run.modules["u2pl_rep"].parameters())
-    assert all(q.shape[0] == 0 for q in trainer.run.plugins["u2pl"].queues)
+    assert all(q.shape[0] == 0 for q in trainer.plugins["u2pl"].queues)
 
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from resume_support import assert_resume_is_exact, step_logs
-from ssseg.answers import answer_problem
+from ssseg.step_table import HOOKS
 from ssseg.api import AugmentationPlan, UnlabeledBatch, UserError, Pseudo
 from ssseg.data.base import build_data
 from ssseg.engine.run import build_run
@@ -99,15 +99,13 @@ def test_same_image_partner_is_the_second_view_labelled_like_the_released_code(t
     labeled, unlabeled = next(trainer.batches())
     second = unlabeled.second
     assert second is not None and second.image.shape == unlabeled.image.shape
-    prepared = trainer.prepare(labeled, unlabeled)
     student = trainer.run.student.eval()
     with torch.no_grad():
         mix_pseudo = Pseudo.from_logits(student(second.image), second.valid)  # released: eval mode on u_w_mix
     student.train()
-    assert torch.equal(prepared.second_pseudo.labels, mix_pseudo.labels)
-    outputs = trainer.forward(prepared)
-    own = Pseudo.from_logits(outputs.weak, unlabeled.valid)  # released: the train-mode forward of cat(x, u_w)
-    relabeled = trainer.relabel(prepared, outputs)
+    relabeled = trainer.step(labeled, unlabeled, until="relabel")
+    assert torch.equal(relabeled.second_pseudo.labels, mix_pseudo.labels)
+    own = Pseudo.from_logits(relabeled.outputs.weak, unlabeled.valid)  # released: the train-mode forward of cat(x, u_w)
     for name in ("s1", "s2"):
         plan, view = relabeled.views[name].plan, relabeled.views[name]
         assert plan.cutmix_donor == "second" and plan.cutmix_partner.tolist() == [0, 1]
@@ -124,6 +122,7 @@ def test_same_image_partner_is_the_second_view_labelled_like_the_released_code(t
 def test_a_plan_pasting_from_a_second_view_nobody_requested_is_refused():
     batch = UnlabeledBatch(image=torch.zeros(1, 3, 2, 2), valid=torch.ones(1, 2, 2, dtype=torch.bool))
     plan = AugmentationPlan(cutmix_donor="second")
-    assert "FeatureRequest(second_view=True)" in answer_problem("schedule_augmentation", plan, {"unlabeled": batch})
+    check = HOOKS["schedule_augmentation"].check
+    assert "FeatureRequest(second_view=True)" in check(plan, {"unlabeled": batch})
     with_second = UnlabeledBatch(image=batch.image, valid=batch.valid, second=batch)
-    assert answer_problem("schedule_augmentation", plan, {"unlabeled": with_second}) is None
+    assert check(plan, {"unlabeled": with_second}) is None

@@ -32,7 +32,7 @@ def one_step(run_patch: dict):
     seen = []
     hook = trainer.run.student.net.encoder.conv1.register_forward_hook(lambda m, i, out: seen.append(out))
     labeled, unlabeled = next(trainer.batches())
-    logs = trainer.step(labeled, unlabeled)
+    logs = trainer.step(labeled, unlabeled).logs
     hook.remove()
     grad = torch.cat([p.grad.flatten() for p in trainer.run.student.parameters() if p.grad is not None])
     return logs["loss"], grad, seen[-1]
@@ -80,12 +80,12 @@ def test_unknown_compile_backend_names_the_key_and_the_valid_ones():
 def test_fp16_loss_scale_survives_a_checkpoint(tmp_path):
     trainer = build({"precision": "fp16"})
     trainer.step(*next(trainer.batches()))
-    trainer.state.scaler.update(new_scale=1024.0)
-    checkpoint.Checkpointer(tmp_path).save(trainer.run)
+    trainer.run.state.scaler.update(new_scale=1024.0)
+    checkpoint.Checkpointer(tmp_path).save(trainer.run, trainer.plugins)
     resumed = build({"precision": "fp16"})
-    assert resumed.state.scaler.get_scale() != 1024.0
-    checkpoint.restore(resumed.run, tmp_path / checkpoint.LAST)
-    assert resumed.state.scaler.get_scale() == 1024.0
+    assert resumed.run.state.scaler.get_scale() != 1024.0
+    checkpoint.restore(resumed, tmp_path / checkpoint.LAST)
+    assert resumed.run.state.scaler.get_scale() == 1024.0
 
 
 def test_bf16_run_trains_and_evaluates():

@@ -72,8 +72,8 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, ar
 
 def test_resume_after_interruption_ends_with_the_same_weights(tmp_path, tiny):
     patch = {"optim": {"iters": 4}, "run": {"checkpoint_every": 2}}
-    reference = build_run(tiny(patch))
-    Trainer(reference).train()
+    reference = Trainer(build_run(tiny(patch)))
+    reference.train()
 
     recorder.Interrupt.fired.clear()
     interrupted = tiny({**patch, "plugins": {"stop": {"use": "recorder:Interrupt", "at": 3}}})
@@ -84,11 +84,11 @@ def test_resume_after_interruption_ends_with_the_same_weights(tmp_path, tiny):
     assert checkpoint.read(path)["iteration"] == 2
 
     resumed = Trainer(build_run(interrupted))
-    checkpoint.restore(resumed.run, path)
+    checkpoint.restore(resumed, path)
     assert resumed.run.iteration == 2
     resumed.train()
     assert resumed.run.iteration == 4
-    for (name, a), b in zip(reference.student.state_dict().items(), resumed.run.student.state_dict().values()):
+    for (name, a), b in zip(reference.run.student.state_dict().items(), resumed.run.student.state_dict().values()):
         assert torch.equal(a, b), name
 
 
@@ -113,13 +113,13 @@ def test_resume_refuses_a_checkpoint_of_another_recipe(tmp_path, tiny, patch, me
     trainer.train()
     other = Trainer(build_run(tiny(patch)))
     with pytest.raises(UserError, match=f"was written by a different recipe .*{message}"):
-        checkpoint.restore(other.run, tmp_path / "last.pt")
+        checkpoint.restore(other, tmp_path / "last.pt")
 
 
 def test_resume_may_extend_the_schedule(tmp_path, tiny):
     Trainer(build_run(tiny({"optim": {"iters": 1}})), checkpointer=checkpoint.Checkpointer(tmp_path)).train()
     longer = Trainer(build_run(tiny({"optim": {"iters": 2}, "eval": {"every": 1}})))
-    checkpoint.restore(longer.run, tmp_path / "last.pt")
+    checkpoint.restore(longer, tmp_path / "last.pt")
     assert longer.run.iteration == 1
 
 
@@ -140,12 +140,12 @@ def test_plugins_lists_first_party_plugins(capsys):
 
 def test_auxiliary_head_adds_its_weighted_supervised_loss(tiny):
     trainer = Trainer(build_run(tiny({**SUPERVISED, "model": {"aux_head": True, "aux_weight": 0.4}})))
-    logs = trainer.step(*next(trainer.batches()))
+    logs = trainer.step(*next(trainer.batches())).logs
     assert logs["loss"] == pytest.approx(logs["loss_x"] + 0.4 * logs["loss_x/aux"], rel=1e-5)
 
 
 def test_eval_every_epochs_evaluates_at_each_epoch_end_and_records_the_best(tmp_path, tiny):
-    ipe = Trainer(build_run(tiny())).iters_per_epoch
+    ipe = Trainer(build_run(tiny())).feed.iters_per_epoch
     trainer = Trainer(build_run(tiny({"optim": {"iters": 2 * ipe + 1}, "eval": {"every": 1, "every_epochs": 1}}),
                                 tmp_path))
     trainer.train()
@@ -155,5 +155,5 @@ def test_eval_every_epochs_evaluates_at_each_epoch_end_and_records_the_best(tmp_
     for k, e in enumerate(evals):
         best = max(evals[: k + 1], key=lambda r: (r["student/miou"], -r["iteration"]))
         assert (e["student/best_miou"], e["student/best_iteration"]) == (best["student/miou"], best["iteration"])
-    assert trainer.state.best["student"] == {"miou": evals[-1]["student/best_miou"],
+    assert trainer.run.state.best["student"] == {"miou": evals[-1]["student/best_miou"],
                                              "iteration": evals[-1]["student/best_iteration"]}

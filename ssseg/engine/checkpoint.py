@@ -145,7 +145,8 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def restore(built, path: Path) -> None:
-    """Continue a built run (:class:`~ssseg.engine.run.BuiltRun`) from the checkpoint at ``path``.
+    """Continue a built run (a :class:`~ssseg.engine.run.BuiltRun`, or the
+    :class:`~ssseg.engine.trainer.Trainer` training one) from the checkpoint at ``path``.
     Refuses a checkpoint written by a different recipe (only the schedule length, ``eval`` and
     ``run`` may change)."""
     run = built.run
