@@ -278,6 +278,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("evaluate", "evaluate", "At each evaluation (every ``eval.every`` iterations or "
           "``eval.every_epochs`` epochs, at the end, and in ``ssseg eval``).", (
         Hook("eval_models", "contribution", _a("run: Run"), "dict[str, nn.Module | EvalModel] | None",
+             "Also called once before training, so the names and the headline are checked then. "
              "Return named modules to evaluate beside the student (for example ``{\"teacher\": "
              "EvalModel(ema, headline=True)}``); names must be unique across plugins. ``best.pt`` "
              "follows the one model marked ``headline`` (default: the student).",

@@ -289,3 +289,71 @@ class OldExtraLosses(Plugin):
     @hookimpl
     def extra_losses(self, ctx, unlabeled, pseudo, outputs):
         return {"old": outputs.labeled.mean() * ctx.progress}
+
+
+class HalfUsedHead(Plugin):
+    """Contributes a module of two layers and trains only one (declared for DDP), and records
+    whether each hook it answers ran with gradients enabled."""
+
+    name = "half_used_head"
+    GRAD: dict = {}
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def build_modules(self):
+        import torch
+
+        class Head(torch.nn.Module):
+            ddp_find_unused_parameters = True  # ``unused`` never takes part in a forward
+
+            def __init__(self):
+                super().__init__()
+                self.used, self.unused = torch.nn.Conv2d(3, 1, 1), torch.nn.Conv2d(3, 1, 1)
+
+            def forward(self, x):
+                return self.used(x)
+
+        return {"half_used": Head()}
+
+    @hookimpl
+    def estimate_hardness(self, ctx, unlabeled, pseudo):
+        import torch
+        HalfUsedHead.GRAD["estimate_hardness"] = torch.is_grad_enabled()
+
+    @hookimpl
+    def extra_losses(self, ctx, labeled):
+        import torch
+        HalfUsedHead.GRAD["extra_losses"] = torch.is_grad_enabled()
+        return {"half_used": ctx.modules["half_used"](labeled.image).pow(2).mean() * 0}
+
+
+class Ordered(Plugin):
+    """Asks pluggy to call its observer first: refused."""
+
+    name = "ordered"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl(tryfirst=True)
+    def before_iteration(self, ctx):
+        pass
+
+
+class TwoHeadlines(Plugin):
+    """Marks a second model as the headline one besides mean_teacher's teacher."""
+
+    name = "two_headlines"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def eval_models(self, run):
+        from ssseg.api import EvalModel
+        return {"other": EvalModel(run.student, headline=True)}

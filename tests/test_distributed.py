@@ -23,7 +23,9 @@ def test_two_process_gloo_run(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe_dict({
         "optim": {"iters": 3},
-        "plugins": {"decisions": {"use": "recorder:Decisions", "path": str(tmp_path / "decisions")}}})))
+        "plugins": {"decisions": {"use": "recorder:Decisions", "path": str(tmp_path / "decisions")},
+                    # a contributed module with a parameter no step uses, declared for DDP
+                    "half": {"use": "recorder:HalfUsedHead"}}})))
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

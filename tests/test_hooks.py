@@ -33,7 +33,7 @@ BUILD = ["pseudo_label_source", "validate", "build_modules", "build_teacher", "r
 def test_golden_call_order_over_two_iterations(tiny):
     recipe = tiny({"optim": {"iters": 2}, "plugins": {"rec": plugin("Recorder")}})
     Trainer(build_run(recipe)).train()
-    assert recorder.CALLS == [*BUILD, *STEP, *STEP, "eval_models", "after_eval"]
+    assert recorder.CALLS == [*BUILD, "eval_models", *STEP, *STEP, "eval_models", "after_eval"]
 
 
 def test_hook_order_matches_the_spec_module():

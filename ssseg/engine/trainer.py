@@ -38,6 +38,7 @@ class Trainer:
         modules = {name: wrap(m, run.device, run.world_size) for name, m in run.modules.items()}
         self.runner = StepRunner(run, built.plugins, model, modules, self.feed.iters_per_epoch)
         self.evaluator = Evaluator(run, built.plugins)
+        self.evaluator.models()  # the evaluated models' names and headline are checked before training
         self.log = MetricsLog(run, progress)
         self.checkpointer = checkpointer
         r = run.recipe
