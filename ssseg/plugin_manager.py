@@ -18,7 +18,7 @@ from ssseg.answers import answer_problem
 from ssseg.compat import hookspec_problem, removed_attribute_hint
 from ssseg.errors import PluginError, UserError
 from ssseg.plugin_faults import plugin_failure
-from ssseg.recipe.structure import structure
+from ssseg.recipe.structure import ConfigError, combine, structure
 
 ENTRY_POINT_GROUP = "ssseg.plugins"
 AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"
@@ -131,13 +131,20 @@ def check_recipe(recipe: Any) -> RecipePlugins:
     """Build and register the plugins of a schema-valid recipe: the one check beyond the schema
     that ``train``, ``eval``, ``predict``, ``explain``, suites (every variant, at load) and the
     contract kit all make. Refused, naming the plugin: an unknown plugin or one whose hook spec
-    version does not fit, a Config that refuses its params, a hook that matches no spec, and two
-    plugins answering one decision hook."""
-    plugins = {}
+    version does not fit, Configs that refuse their params (every wrong key of every plugin,
+    named with the recipe's file), a hook that matches no spec, and two plugins answering one
+    decision hook."""
+    plugins, errors = {}, []
     for key, params in recipe.plugins.items():
-        plugin = instantiate(key, params)
+        try:
+            plugin = instantiate(key, params)
+        except ConfigError as err:  # named like the recipe's own errors: file, then key path
+            errors.append(err.with_source(recipe.source))
+            continue
         plugin.recipe_key = key
         plugins[key] = plugin
+    if errors:
+        raise combine(errors)
     return RecipePlugins(plugins, register_plugins(plugins.values()))
 
 

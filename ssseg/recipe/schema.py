@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ssseg.recipe.structure import NOT_A_KEY
 from ssseg.recipe.validators import image_side, in_range, ordered_pair, positive
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -142,7 +143,10 @@ class RunConfig:
 @attrs.frozen
 class Recipe:
     """A whole recipe. ``plugins`` maps a key to its params; the key is a plugin name, or any
-    name with ``use: "module:Class"`` among the params for a local plugin."""
+    name with ``use: "module:Class"`` among the params for a local plugin.
+
+    ``source`` is no recipe key: the file the recipe was read from, which errors in its plugins'
+    configs name as recipe errors do."""
 
     seed: int = 0
     model: ModelConfig = attrs.field(factory=ModelConfig)
@@ -152,3 +156,5 @@ class Recipe:
     plugins: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     eval: EvalConfig = attrs.field(factory=EvalConfig)
     run: RunConfig = attrs.field(factory=RunConfig)
+    source: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False,
+                                     metadata={NOT_A_KEY: True})
