@@ -10,7 +10,6 @@ another batch size and image size and compared with the checkpoint's model.
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import tempfile
@@ -22,6 +21,7 @@ import attrs
 import torch
 from torch import nn
 
+from ssseg import __version__
 from ssseg.errors import UserError
 from ssseg.files import write_atomically, write_error, write_text
 from ssseg.recipe.schema import Recipe
@@ -94,7 +94,7 @@ def metadata(recipe: Recipe, run, checkpoint: Path, model: str, fmt: str) -> dic
         "classes": list(data.class_names), "palette": [list(c) for c in data.palette],
         "ignore_index": data.ignore_index,
         "evaluation": "one forward pass at the input size; the recipe's eval.mode is not included",
-        "versions": {"ssseg": importlib.metadata.version("ssseg"), "torch": torch.__version__},
+        "versions": {"ssseg": __version__, "torch": torch.__version__},
     }
 
 
