@@ -1,8 +1,10 @@
-"""The references in docs/ are the ones generated from the code: the hook reference from the hook
-specs, the recipe reference from the recipe schema."""
+"""The docs agree with the code: the hook reference is generated from the hook specs, the recipe
+reference from the recipe schema, and the augmentation API's summary names what ssseg.augment has."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 import typing
 from pathlib import Path
@@ -10,13 +12,14 @@ from pathlib import Path
 import attrs
 import yaml
 
-from ssseg import hookdoc, recipedoc
+from ssseg import augment, hookdoc, recipedoc
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DOC = DOCS / "hooks.md"
 RECIPES = DOCS / "recipes.md"
+AUGMENTATION = DOCS / "augmentation.md"
 
 
 def test_hook_reference_is_generated_from_the_specs():
@@ -64,3 +67,24 @@ def test_recipe_reference_gives_every_key_its_type_default_valid_values_and_mean
         assert kind and valid and meaning, path
         if typing.get_origin(annotation) is typing.Literal:
             assert re.findall(r"`([^`]+)`", valid) == list(typing.get_args(annotation)), path
+
+
+def test_augmentation_api_summary_names_the_public_api_its_options_and_the_plans_fields():
+    block = re.search(r"from ssseg.augment import \(\n(.*?)^\)", AUGMENTATION.read_text(), re.S | re.M)[1]
+    entries: dict[str, str] = {}  # name -> its comment, continuation lines included
+    for line in block.splitlines():
+        code, _, comment = line.partition("#")
+        names = re.findall(r"\w+", code)
+        for name in names:
+            entries[name] = comment
+        if not names:
+            entries[list(entries)[-1]] += " " + comment
+    assert sorted(entries) == sorted(augment.__all__)
+    plan_fields = [f.name for f in dataclasses.fields(augment.PhotometricPlan)]
+    assert re.findall(r"(\w+) \[B, n\]", entries["PhotometricPlan"]) == plan_fields
+    for name, comment in entries.items():
+        function = getattr(augment, name)
+        if inspect.isfunction(function):
+            options = [p.name for p in inspect.signature(function).parameters.values()
+                       if p.default is not inspect.Parameter.empty]
+            assert re.findall(r"(\w+)=", comment) == options, name
