@@ -1,5 +1,6 @@
 """The docs agree with the code: the hook reference is generated from the hook specs, the recipe
-reference from the recipe schema, and the augmentation API's summary names what ssseg.augment has."""
+reference from the recipe schema; the augmentation API's summary names what ssseg.augment has, and
+what the strategies page and the classic recipe say of mse_consistency's hooks is what it answers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import attrs
 import yaml
 
 from ssseg import augment, hookdoc, recipedoc
+from ssseg.compat import implemented_hooks
+from ssseg.hookspecs import HOOK_KINDS
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
 
@@ -20,6 +23,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 DOC = DOCS / "hooks.md"
 RECIPES = DOCS / "recipes.md"
 AUGMENTATION = DOCS / "augmentation.md"
+STRATEGIES = DOCS / "strategies.md"
+CLASSIC = DOCS.parent / "recipes" / "mean_teacher.yaml"
 
 
 def test_hook_reference_is_generated_from_the_specs():
@@ -88,3 +93,15 @@ def test_augmentation_api_summary_names_the_public_api_its_options_and_the_plans
             options = [p.name for p in inspect.signature(function).parameters.values()
                        if p.default is not inspect.Parameter.empty]
             assert re.findall(r"(\w+)=", comment) == options, name
+
+
+def test_strategies_and_the_classic_recipe_name_the_hooks_mse_consistency_answers():
+    from ssseg_plugins.mse_consistency import MSEConsistency
+
+    hooks = sorted(implemented_hooks(MSEConsistency))
+    assert "decision" not in {HOOK_KINDS[h] for h in hooks}  # so it composes with view planners
+    page = re.search(r"`mse_consistency` answers only\s+(.*?), no decision hook", STRATEGIES.read_text(), re.S)
+    assert sorted(re.findall(r"`(\w+)`", page[1])) == hooks
+    comments = " ".join(line.lstrip("# ") for line in CLASSIC.read_text().splitlines() if line.startswith("#"))
+    recipe = re.search(r"mse_consistency answers only (.*?) \(no decision hook\)", comments)
+    assert sorted(re.findall(r"\w+", recipe[1].replace(" and ", " "))) == hooks
