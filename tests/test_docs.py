@@ -1,12 +1,16 @@
 """The docs agree with the code: the hook reference is generated from the hook specs, the recipe
 reference from the recipe schema; the augmentation API's summary names what ssseg.augment has, and
-what the strategies page and the classic recipe say of mse_consistency's hooks is what it answers."""
+what the strategies page and the classic recipe say of mse_consistency's hooks is what it answers;
+CONTRIBUTING.md's example plugin passes the contract kit, as its recipe and spec describe it."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import re
+import sys
+import tomllib
+import types
 import typing
 from pathlib import Path
 
@@ -15,9 +19,12 @@ import yaml
 
 from ssseg import augment, hookdoc, recipedoc
 from ssseg.compat import implemented_hooks
+from ssseg import hookspecs
 from ssseg.hookspecs import HOOK_KINDS
+from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
+from ssseg.testing import tiny_recipe
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DOC = DOCS / "hooks.md"
@@ -25,6 +32,7 @@ RECIPES = DOCS / "recipes.md"
 AUGMENTATION = DOCS / "augmentation.md"
 STRATEGIES = DOCS / "strategies.md"
 CLASSIC = DOCS.parent / "recipes" / "mean_teacher.yaml"
+CONTRIBUTING = DOCS.parent / "CONTRIBUTING.md"
 
 
 def test_hook_reference_is_generated_from_the_specs():
@@ -105,3 +113,21 @@ def test_strategies_and_the_classic_recipe_name_the_hooks_mse_consistency_answer
     comments = " ".join(line.lstrip("# ") for line in CLASSIC.read_text().splitlines() if line.startswith("#"))
     recipe = re.search(r"mse_consistency answers only (.*?) \(no decision hook\)", comments)
     assert sorted(re.findall(r"\w+", recipe[1].replace(" and ", " "))) == hooks
+
+
+def test_contributing_example_plugin_passes_the_contract_kit_from_its_recipe(monkeypatch):
+    text = CONTRIBUTING.read_text()
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", text, re.S | re.M)
+    module = types.ModuleType("my_module")  # the module its recipe's use: names
+    monkeypatch.setitem(sys.modules, "my_module", module)
+    for language, code in blocks:
+        if language == "python":
+            exec(compile(code, f"{CONTRIBUTING.name} python block", "exec"), module.__dict__)
+    module.test_contract()  # the second block: check_plugin(ConfidenceRamp, config={"power": 3.0})
+    (recipe,) = [yaml.safe_load(code) for language, code in blocks if language == "yaml"]
+    plugins = check_recipe(tiny_recipe(recipe)).plugins
+    assert type(plugins["ramp"]) is module.ConfidenceRamp and plugins["ramp"].config.power == 3.0
+    (toml,) = [tomllib.loads(code) for language, code in blocks if language == "toml"]
+    assert toml["project"]["entry-points"]["ssseg.plugins"]["confidence_ramp"].endswith(":ConfidenceRamp")
+    call = re.search(r"`weight_loss\((.*?)\)` once per view", text, re.S)[1]
+    assert call.split(", ") == list(inspect.signature(hookspecs.weight_loss).parameters)
