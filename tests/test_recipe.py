@@ -87,22 +87,25 @@ def test_bad_values_name_the_file_and_key(tmp_path, patch, path, message):
 
 def test_every_wrong_key_of_a_recipe_is_reported_at_once(tmp_path, capsys):
     recipe = write(tmp_path / "bad.yaml", {"optim": {"itres": 5, "lr": -1.0, "iters": 0},
-                                           "data": {"scale": [1.0, "x"], "crop": "many"},
-                                           "seed": 1.5})
+                                           "data": {"scale": ["x", None], "crop": "many"},
+                                           "plugins": {"a": 1, "b": [2]}, "seed": 1.5})
     with pytest.raises(ConfigError) as err:
         load_recipe(recipe)
     assert [f"{e.path}: {e.message}" for e in err.value.errors] == [  # the file's keys are sorted
         "data.crop: expected an integer, got str 'many'",
-        "data.scale[1]: expected a number, got str 'x'",
+        "data.scale[0]: expected a number, got str 'x'",   # every item of a list
+        "data.scale[1]: expected a number, got null None",
         "optim.itres: unknown key; valid keys: clip_grad, head_lr_mult, iters, lr, momentum, name, "
         "power, schedule, weight_decay",
         "optim.lr: -1.0 is out of range; valid: (0, inf]",   # two validators of one section
         "optim.iters: 0 must be > 0",
+        "plugins.a: expected a mapping, got int",          # every value of a mapping
+        "plugins.b: expected a mapping, got list",
         "seed: expected an integer, got float 1.5",
     ]
     assert main(["explain", str(recipe)]) == 2
     printed = capsys.readouterr().err
-    assert printed.startswith(f"ssseg: error: 6 errors in {recipe}:\n  {recipe}: data.crop: expected")
+    assert printed.startswith(f"ssseg: error: 9 errors in {recipe}:\n  {recipe}: data.crop: expected")
     assert all(line.startswith(f"  {recipe}: ") for line in printed.splitlines()[1:])
     assert "Traceback" not in printed
 
