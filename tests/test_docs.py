@@ -108,9 +108,11 @@ def test_strategies_and_the_classic_recipe_name_the_hooks_mse_consistency_answer
 
     hooks = sorted(implemented_hooks(MSEConsistency))
     assert "decision" not in {HOOK_KINDS[h] for h in hooks}  # so it composes with view planners
-    page = re.search(r"`mse_consistency` answers only\s+(.*?), no decision hook", STRATEGIES.read_text(), re.S)
+    page = re.search(r"`mse_consistency` answers only\s+(.*?), no decision hook", STRATEGIES.read_text(),
+                     re.S)
     assert sorted(re.findall(r"`(\w+)`", page[1])) == hooks
-    comments = " ".join(line.lstrip("# ") for line in CLASSIC.read_text().splitlines() if line.startswith("#"))
+    comments = " ".join(line.lstrip("# ") for line in CLASSIC.read_text().splitlines()
+                        if line.startswith("#"))
     recipe = re.search(r"mse_consistency answers only (.*?) \(no decision hook\)", comments)
     assert sorted(re.findall(r"\w+", recipe[1].replace(" and ", " "))) == hooks
 

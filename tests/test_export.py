@@ -39,7 +39,7 @@ def saved(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # torch 2.10+, loading here
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # torch 2.10+
 def test_exports_give_the_checkpoint_models_logits(saved, tmp_path, capsys):
     recipe, ckpt, run = saved
     images = torch.rand(SHAPE, generator=torch.Generator().manual_seed(2))
@@ -74,7 +74,7 @@ def test_exports_give_the_checkpoint_models_logits(saved, tmp_path, capsys):
     assert json.loads(props["ssseg"]) == json.loads(exported.sidecar.read_text())
 
 
-def test_export_silences_torchs_deprecation_of_torchscript_and_no_other_warning(saved, tmp_path, monkeypatch):
+def test_export_silences_torch_deprecating_torchscript_and_no_other_warning(saved, tmp_path, monkeypatch):
     recipe, ckpt, _ = saved
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning left unsilenced fails the export
