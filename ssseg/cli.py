@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ssseg import __version__
 from ssseg.cli_options import add_overrides
 from ssseg.errors import UserError
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ssseg.suite.cli import register as register_suite
 
     parser = argparse.ArgumentParser(prog="ssseg", description="Semi-supervised semantic segmentation")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a recipe")
     _recipe_args(p)

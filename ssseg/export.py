@@ -10,18 +10,19 @@ another batch size and image size and compared with the checkpoint's model.
 
 from __future__ import annotations
 
-import importlib.metadata
+import contextlib
 import io
 import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import torch
 from torch import nn
 
+from ssseg import __version__
 from ssseg.errors import UserError
 from ssseg.files import write_atomically, write_error, write_text
 from ssseg.recipe.schema import Recipe
@@ -94,8 +95,33 @@ def metadata(recipe: Recipe, run, checkpoint: Path, model: str, fmt: str) -> dic
         "classes": list(data.class_names), "palette": [list(c) for c in data.palette],
         "ignore_index": data.ignore_index,
         "evaluation": "one forward pass at the input size; the recipe's eval.mode is not included",
-        "versions": {"ssseg": importlib.metadata.version("ssseg"), "torch": torch.__version__},
+        "versions": {"ssseg": __version__, "torch": torch.__version__},
     }
+
+
+# torch 2.10+ deprecates TorchScript (a FutureWarning at each of torch.jit.trace, trace_method, save
+# and load: "`torch.jit.trace` is deprecated. Please switch to `torch.compile` or `torch.export`")
+# and the TorchScript-based ONNX exporter. No successor gives the same artefact: torch.export
+# writes an ExportedProgram (.pt2), which torch.jit.load and libtorch cannot read, and the dynamo
+# ONNX exporter needs the onnxscript package, which the 'export' extra does not install. So export
+# keeps both and silences exactly these warnings (category, start of the message, the module that
+# warns), no other:
+TORCH_DEPRECATIONS = (
+    (FutureWarning, r"`torch\.jit\.\w+` is (deprecated|not supported in Python 3\.14)", ""),
+    (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export", ""),
+    (DeprecationWarning, r"The feature will be removed", r"torch\.onnx\."),  # its exporter_context
+)
+
+
+@contextlib.contextmanager
+def torch_deprecations_silenced() -> Iterator[None]:
+    """Inside: no :data:`TORCH_DEPRECATIONS` warning, and no tracer warning (export_model checks
+    the traced graph at another input size instead)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        for category, message, module in TORCH_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message, category, module)
+        yield
 
 
 def torchscript_bytes(module: nn.Module, example: torch.Tensor, meta: dict[str, Any]) -> bytes:
@@ -149,10 +175,7 @@ def export_model(recipe: Recipe, checkpoint: Path, out: Path, fmt: str, model: s
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, 4 * stride, 4 * stride, generator=generator)
     check = torch.rand(2, 3, 4 * stride + 5, 5 * stride + 3, generator=generator)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        for category in (DeprecationWarning, FutureWarning):  # torch.jit and the exporter are deprecated
-            warnings.filterwarnings("ignore", category=category)
+    with torch.no_grad(), torch_deprecations_silenced():
         data = (torchscript_bytes if fmt == "torchscript" else onnx_bytes)(module, example, meta)
         expected, logits = module(check), run_exported(fmt, data, check)
     difference = None if logits is None else float((logits - expected).abs().max())

@@ -19,7 +19,7 @@ from ssseg import hookspecs, step_table
 from ssseg.compat import hookspec_problem, removed_attribute_hint, renamed_argument_hint
 from ssseg.errors import PluginError, UserError
 from ssseg.plugin_faults import plugin_failure
-from ssseg.recipe.structure import structure
+from ssseg.recipe.structure import ConfigError, combine, structure
 
 ENTRY_POINT_GROUP = "ssseg.plugins"
 AUTOLOAD_ENV = "SSSEG_DISABLE_PLUGIN_AUTOLOAD"
@@ -167,14 +167,21 @@ def check_recipe(recipe: Any) -> PluginSet:
     """Build and register the plugins of a schema-valid recipe and run the ``validate`` phase:
     the one check beyond the schema that ``train``, ``eval``, ``predict``, ``explain``, suites
     (every variant, at load) and the contract kit all make. Refused, naming the plugin: an unknown
-    plugin or one whose hook spec version does not fit, a Config that refuses its params, a hook
-    that matches no spec or asks pluggy for an order, two plugins answering one decision hook, a
-    hook a plugin ``requires`` that no other plugin answers, and a ``validate`` refusal."""
-    plugins = {}
+    plugin or one whose hook spec version does not fit, Configs that refuse their params (every
+    wrong key of every plugin, named with the recipe's file), a hook that matches no spec or asks
+    pluggy for an order, two plugins answering one decision hook, a hook a plugin ``requires``
+    that no other plugin answers, and a ``validate`` refusal."""
+    plugins, errors = {}, []
     for key, params in recipe.plugins.items():
-        plugin = instantiate(key, params)
+        try:
+            plugin = instantiate(key, params)
+        except ConfigError as err:  # named like the recipe's own errors: file, then key path
+            errors.append(err.with_source(recipe.source))
+            continue
         plugin.recipe_key = key
         plugins[key] = plugin
+    if errors:
+        raise combine(errors)
     pm = register_plugins(plugins.values())
     _check_requirements(pm, list(plugins.values()))
     registered = PluginSet(plugins, pm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from conftest import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
+from ssseg import export
 from ssseg.export import export_model
 from ssseg.recipe.load import load_recipe
 
@@ -38,7 +40,7 @@ def saved(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load is deprecated in torch 2.10+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # torch 2.10+
 def test_exports_give_the_checkpoint_models_logits(saved, tmp_path, capsys):
     recipe, ckpt, run = saved
     images = torch.rand(SHAPE, generator=torch.Generator().manual_seed(2))
@@ -62,13 +64,32 @@ def test_exports_give_the_checkpoint_models_logits(saved, tmp_path, capsys):
 
     onnxruntime = pytest.importorskip("onnxruntime")  # the ONNX half needs the 'export' extra
     onnx = pytest.importorskip("onnx")
-    exported = export_model(load_recipe(recipe), ckpt, tmp_path / "student.onnx", "onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the legacy ONNX exporter's deprecation is silenced, no other
+        exported = export_model(load_recipe(recipe), ckpt, tmp_path / "student.onnx", "onnx")
     assert exported.difference is not None and exported.difference <= 1e-4
     session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
     torch.testing.assert_close(got, student, atol=1e-4, rtol=0)
     props = {p.key: p.value for p in onnx.load(str(exported.path)).metadata_props}
     assert json.loads(props["ssseg"]) == json.loads(exported.sidecar.read_text())
+
+
+def test_export_silences_torch_deprecating_torchscript_and_no_other_warning(saved, tmp_path, monkeypatch):
+    recipe, ckpt, _ = saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning left unsilenced fails the export
+        export_model(load_recipe(recipe), ckpt, tmp_path / "m.pt", "torchscript")
+
+    traced = export.torchscript_bytes
+
+    def also_warns(*args):
+        warnings.warn("another library's deprecation", DeprecationWarning)
+        return traced(*args)
+
+    monkeypatch.setattr(export, "torchscript_bytes", also_warns)
+    with pytest.warns(DeprecationWarning, match="another library's deprecation"):
+        export_model(load_recipe(recipe), ckpt, tmp_path / "m.pt", "torchscript")
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ssseg.cli import main
 from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.load import build_recipe, dump_recipe, load_recipe, merge, parse_override
 from ssseg.recipe.schema import Recipe
@@ -82,6 +83,60 @@ def test_bad_values_name_the_file_and_key(tmp_path, patch, path, message):
         load_recipe(recipe)
     assert str(err.value).startswith(f"{recipe}: {path}: ")
     assert err.match(message)
+
+
+def test_every_wrong_key_of_a_recipe_is_reported_at_once(tmp_path, capsys):
+    recipe = write(tmp_path / "bad.yaml", {"optim": {"itres": 5, "lr": -1.0, "iters": 0},
+                                           "data": {"scale": ["x", None], "crop": "many"},
+                                           "plugins": {"a": 1, "b": [2]}, "seed": 1.5})
+    with pytest.raises(ConfigError) as err:
+        load_recipe(recipe)
+    assert [f"{e.path}: {e.message}" for e in err.value.errors] == [  # the file's keys are sorted
+        "data.crop: expected an integer, got str 'many'",
+        "data.scale[0]: expected a number, got str 'x'",   # every item of a list
+        "data.scale[1]: expected a number, got null None",
+        "optim.itres: unknown key; valid keys: clip_grad, head_lr_mult, iters, lr, momentum, name, "
+        "power, schedule, weight_decay",
+        "optim.lr: -1.0 is out of range; valid: (0, inf]",   # two validators of one section
+        "optim.iters: 0 must be > 0",
+        "plugins.a: expected a mapping, got int",          # every value of a mapping
+        "plugins.b: expected a mapping, got list",
+        "seed: expected an integer, got float 1.5",
+    ]
+    assert main(["explain", str(recipe)]) == 2
+    printed = capsys.readouterr().err
+    assert printed.startswith(f"ssseg: error: 9 errors in {recipe}:\n  {recipe}: data.crop: expected")
+    assert all(line.startswith(f"  {recipe}: ") for line in printed.splitlines()[1:])
+    assert "Traceback" not in printed
+
+
+def test_plugin_config_errors_name_the_recipe_file_like_recipe_errors(tmp_path, capsys):
+    recipe = write(tmp_path / "bad.yaml", {"plugins": {"ohem": {"min_kept": -5}}})
+    with pytest.raises(ConfigError) as err:
+        check_recipe(load_recipe(recipe))
+    assert str(err.value) == f"{recipe}: plugins.ohem.min_kept: -5 is out of range; valid: [0, inf]"
+    assert main(["explain", str(recipe)]) == 2
+    assert capsys.readouterr().err == f"ssseg: error: {err.value}\n"
+
+
+def test_every_plugin_config_error_is_reported_at_once(tmp_path):
+    recipe = write(tmp_path / "bad.yaml", {"plugins": {"ohem": {"min_kept": -5, "thresh": 2.0},
+                                                       "supervised": {"x": 1}}})
+    with pytest.raises(ConfigError) as err:
+        check_recipe(load_recipe(recipe))
+    assert [str(e) for e in err.value.errors] == [
+        f"{recipe}: plugins.ohem.thresh: 2.0 is out of range; valid: [0, 1]",
+        f"{recipe}: plugins.ohem.min_kept: -5 is out of range; valid: [0, inf]",
+        f"{recipe}: plugins.supervised.x: unknown key; plugins.supervised takes no options",
+    ]
+
+
+def test_the_recipe_file_is_no_recipe_key(tmp_path):
+    recipe = load_recipe(write(tmp_path / "r.yaml", {"seed": 3}))
+    assert recipe.source == str(tmp_path / "r.yaml")
+    assert "source" not in yaml.safe_load(dump_recipe(recipe))
+    with pytest.raises(ConfigError, match="source: unknown key; valid keys: data, eval, model"):
+        build_recipe({"source": "elsewhere.yaml"})
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):

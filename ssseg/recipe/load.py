@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
 from ssseg.recipe.schema import Recipe
@@ -105,11 +106,13 @@ def nest(key: str, value: Any) -> dict[str, Any]:
 
 
 def build_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    """Validate a merged mapping into a :class:`Recipe`; errors name ``source`` and the key path."""
+    """Validate a merged mapping into a :class:`Recipe` that remembers ``source``; errors name
+    ``source`` and the key path of every wrong key."""
     try:
-        return structure(Recipe, merge({}, data))
+        recipe = structure(Recipe, merge({}, data))
     except ConfigError as err:
         raise err.with_source(source) from None
+    return attrs.evolve(recipe, source=source or None)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

@@ -1,7 +1,9 @@
 """The recipe schema: what a recipe YAML may contain, with defaults and valid ranges.
 
-Every section is a frozen attrs class; :func:`ssseg.recipe.load_recipe` builds a :class:`Recipe`
-from YAML and reports unknown keys, wrong types and out-of-range values with the file and key path.
+Every section is a frozen attrs class whose fields document themselves (:func:`key`; the page
+docs/recipes.md is generated from them by :mod:`ssseg.recipedoc`); :func:`ssseg.recipe.load.load_recipe`
+builds a :class:`Recipe` from YAML and reports every unknown key, wrong type and out-of-range value
+with the file and key path.
 """
 
 from __future__ import annotations
@@ -10,145 +12,187 @@ from typing import Any, Literal
 
 import attrs
 
+from ssseg.recipe.structure import NOT_A_KEY
 from ssseg.recipe.validators import image_side, in_range, ordered_pair, positive
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# attrs field metadata of a recipe key: DOC, what it means; VALID, what it accepts in words where
+# the schema leaves that to the part of ssseg that uses it (validators and Literal types say it
+# themselves). docs/recipes.md shows both (python -m ssseg.recipedoc).
+DOC, VALID = "doc", "valid"
+
+
+def key(doc: str, valid: str | None = None, **field: Any) -> Any:
+    """An attrs field for a recipe key that means ``doc`` (``field``: attrs.field's arguments)."""
+    return attrs.field(metadata={DOC: doc, VALID: valid}, **field)
+
 
 @attrs.frozen
 class ModelConfig:
-    """``model:`` a segmentation-models-pytorch architecture, or ``DeepLabV3PlusReleased`` (the
-    released iMAS/UniMatch DeepLabV3+, :mod:`ssseg.released_deeplab`).
+    """``model:`` a segmentation-models-pytorch (smp) architecture, or ``DeepLabV3PlusReleased``,
+    the DeepLabV3+ of the released iMAS and UniMatch code (`ssseg/released_deeplab.py`). Nothing
+    is downloaded."""
 
-    ``encoder_weights`` is null (random init) or the path of a local state-dict file for the
-    encoder; nothing is downloaded. ``classes`` defaults to the dataset's class count.
-    ``options`` are passed to the smp constructor (for example ``encoder_output_stride: 16``), or
-    are the released model's ``output_stride`` and ``multi_grid``.
-    ``aux_head`` adds an auxiliary head on the encoder's stage-3 features, trained with the
-    supervised loss × ``aux_weight`` on the labeled images (the Cityscapes recipes).
-    """
-
-    arch: str = "DeepLabV3Plus"
-    encoder: str = "resnet50"
-    encoder_weights: str | None = None
-    classes: int | None = attrs.field(default=None, validator=positive)
-    aux_head: bool = False
-    aux_weight: float = attrs.field(default=0.4, validator=in_range(0))
-    mean: tuple[float, float, float] = _IMAGENET_MEAN
-    std: tuple[float, float, float] = _IMAGENET_STD
-    options: dict[str, Any] = attrs.field(factory=dict)
+    arch: str = key("the architecture; [below](#models)", default="DeepLabV3Plus",
+                    valid="an smp architecture class name, or `DeepLabV3PlusReleased`")
+    encoder: str = key("the encoder (backbone)", default="resnet50",
+                       valid="an smp encoder name; `DeepLabV3PlusReleased`: `resnet50`, `resnet101`")
+    encoder_weights: str | None = key(
+        "null: random initialisation; else a local file with the encoder's state dict "
+        "(`DeepLabV3PlusReleased`: [the official deep-stem checkpoint](#the-official-imagenet-checkpoints))",
+        default=None, valid="a readable file")
+    classes: int | None = key("output classes; null: the dataset's class count", default=None,
+                              validator=positive)
+    aux_head: bool = key("an auxiliary head on the encoder's stage-3 features (iMAS's Cityscapes "
+                         "runs: a 3×3-conv head on layer3), trained with the supervised loss × "
+                         "`aux_weight` on the labeled images", default=False)
+    aux_weight: float = key("coefficient of the auxiliary head's supervised loss", default=0.4,
+                            validator=in_range(0))
+    mean: tuple[float, float, float] = key("input normalisation mean, RGB (images arrive in "
+                                           "[0, 1]); default ImageNet's", default=_IMAGENET_MEAN)
+    std: tuple[float, float, float] = key("input normalisation standard deviation, RGB; default "
+                                          "ImageNet's", default=_IMAGENET_STD)
+    options: dict[str, Any] = key(
+        "passed to the smp constructor (`encoder_output_stride`, `decoder_atrous_rates`, "
+        "`encoder_depth`, ...); `DeepLabV3PlusReleased`: `output_stride`, `multi_grid`",
+        factory=dict, valid="the architecture's constructor arguments")
 
 
 @attrs.frozen
 class DataConfig:
-    """``data:`` which dataset, which split, and the weak (geometric) pipeline.
+    """``data:`` which dataset, which split, and the weak (geometric) pipeline
+    ([datasets.md](datasets.md)). Batch sizes are per process."""
 
-    ``split`` is dataset specific (VOC "92" or "1_16", Cityscapes "1_8", embedded: the number of
-    labeled images). ``batch_*`` are per process. ``options`` holds dataset-specific settings.
-    """
-
-    dataset: str = "embedded"
-    root: str | None = None
-    split: str = "all"
-    crop: int = attrs.field(default=64, validator=image_side)
-    scale: tuple[float, float] = attrs.field(default=(0.5, 2.0), validator=ordered_pair)
-    flip: bool = True
-    batch_labeled: int = attrs.field(default=8, validator=positive)
-    batch_unlabeled: int = attrs.field(default=8, validator=in_range(0))
-    workers: int = attrs.field(default=0, validator=in_range(0))
-    options: dict[str, Any] = attrs.field(factory=dict)
-    pad_color: Literal["black", "imagenet_mean"] = "black"
+    dataset: str = key("the dataset", default="embedded")
+    root: str | None = key("the dataset's folder (null for `embedded`)", default=None,
+                           valid="a folder")
+    split: str = key("which images are labeled: VOC `92`…`1464`, `1_16`…; Cityscapes "
+                     "`1_16`…`1_2`; embedded: the labeled count", default="all",
+                     valid="the dataset's splits")
+    crop: int = key("side of the square training crop (larger views do not fit in memory)",
+                    default=64, validator=image_side)
+    scale: tuple[float, float] = key("random rescale range of the weak pipeline",
+                                     default=(0.5, 2.0), validator=ordered_pair)
+    flip: bool = key("random horizontal flip", default=True)
+    batch_labeled: int = key("labeled images per step", default=8, validator=positive)
+    batch_unlabeled: int = key("unlabeled images per step; 0: supervised only", default=8,
+                               validator=in_range(0))
+    workers: int = key("DataLoader worker processes", default=0, validator=in_range(0))
+    options: dict[str, Any] = key("dataset-specific options", factory=dict,
+                                  valid="the dataset's options")
+    pad_color: Literal["black", "imagenet_mean"] = key(
+        "colour of the padding the weak pipeline adds to crops larger than the rescaled image: "
+        "black (UniMatch) or (123, 116, 103)/255 (iMAS); padding stays unlabeled and not `valid`",
+        default="black")
 
 
 @attrs.frozen
 class OptimConfig:
-    """``optim:`` optimiser and schedule. The decoder/head gets ``lr * head_lr_mult``."""
+    """``optim:`` optimiser and schedule."""
 
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = attrs.field(default=0.001, validator=in_range(0, lo_open=True))
-    head_lr_mult: float = attrs.field(default=10.0, validator=in_range(0, lo_open=True))
-    momentum: float = attrs.field(default=0.9, validator=in_range(0, 1))
-    weight_decay: float = attrs.field(default=1e-4, validator=in_range(0))
-    schedule: Literal["poly", "constant"] = "poly"
-    power: float = attrs.field(default=0.9, validator=in_range(0))
-    iters: int = attrs.field(default=1000, validator=positive)
-    clip_grad: float | None = attrs.field(default=None, validator=positive)
+    name: Literal["sgd", "adamw"] = key("the optimiser", default="sgd")
+    lr: float = key("learning rate of the encoder", default=0.001,
+                    validator=in_range(0, lo_open=True))
+    head_lr_mult: float = key("the decoder and head learn at `lr × head_lr_mult`", default=10.0,
+                              validator=in_range(0, lo_open=True))
+    momentum: float = key("SGD's momentum (AdamW ignores it)", default=0.9, validator=in_range(0, 1))
+    weight_decay: float = key("weight decay", default=1e-4, validator=in_range(0))
+    schedule: Literal["poly", "constant"] = key("`poly`: `lr·(1 − it/iters)^power` each "
+                                                "iteration; `constant`", default="poly")
+    power: float = key("exponent of the poly schedule", default=0.9, validator=in_range(0))
+    iters: int = key("training iterations", default=1000, validator=positive)
+    clip_grad: float | None = key("largest gradient norm; null: no clipping", default=None,
+                                  validator=positive)
 
 
 @attrs.frozen
 class UnsupConfig:
-    """``unsup:`` total = supervised_weight·L_x + weight·L_u (+ extra terms); ``weight`` is λ_u,
-    which a plugin's ``unsup_weight`` may override per step (FixMatch: both 0.5).
+    """``unsup:`` how the losses add up: total = supervised_weight·L_x + weight·L_u (+ the
+    plugins' extra terms); [strategies.md](strategies.md) has L_u."""
 
-    ``normalize``: what a view's loss Σ w·CE is divided by. ``valid`` (default): the valid pixels
-    of the batch, padding left out of the sum too (UniMatch). ``pixels``: every pixel of the
-    crops, B·H·W, padding included in the sum and the count (iMAS: the mean over H·W per image,
-    then over the batch; its unlabeled loader drops the padding mask)."""
-
-    weight: float = attrs.field(default=1.0, validator=in_range(0))
-    supervised_weight: float = attrs.field(default=1.0, validator=in_range(0))
-    normalize: Literal["valid", "pixels"] = "valid"
+    weight: float = key("λ_u, the coefficient of L_u; a plugin's `unsup_weight` may override it "
+                        "per step", default=1.0, validator=in_range(0))
+    supervised_weight: float = key("coefficient of the supervised loss L_x", default=1.0,
+                                   validator=in_range(0))
+    normalize: Literal["valid", "pixels"] = key(
+        "what a view's loss Σ w·CE is divided by: `valid`, the batch's valid pixels, padding left "
+        "out of the sum too (UniMatch); `pixels`, every pixel of the crops, B·H·W, padding in the "
+        "sum and the count (iMAS: the mean over H·W per image, then over the batch)",
+        default="valid")
 
 
 @attrs.frozen
 class EvalConfig:
-    """``eval:`` when and how to evaluate: every ``every`` iterations, or, when ``every_epochs`` is
-    set, every that many epochs of the training loader (the official codes evaluate every epoch),
-    and always at the end. ``sliding`` uses ``window`` and ``stride``
-    (stride defaults to 2/3 of the window) and runs ``window_batch`` windows per forward (default:
-    8 on a GPU, 1 on a CPU, where larger batches measured slower); ``tiling``: ``shifted`` (full
-    windows, the last one shifted inward to end at the border) or ``released`` (the iMAS and
-    UniMatch rule: a window every ``stride`` pixels from 0, truncated at the border); ``whole``
-    pads to the stride and crops back."""
+    """``eval:`` when and how to evaluate. An evaluation always runs at the end; one longer than
+    10 seconds shows its progress on standard error (images, sliding windows, ETA)."""
 
-    every: int = attrs.field(default=500, validator=positive)
-    every_epochs: int | None = attrs.field(default=None, validator=positive)
-    mode: Literal["whole", "sliding"] = "whole"
-    window: int | None = attrs.field(default=None, validator=image_side)
-    stride: int | None = attrs.field(default=None, validator=image_side)
-    window_batch: int | None = attrs.field(default=None, validator=positive)
-    tiling: Literal["shifted", "released"] = "shifted"
-    max_images: int | None = attrs.field(default=None, validator=positive)
+    every: int = key("evaluate every that many iterations", default=500, validator=positive)
+    every_epochs: int | None = key(
+        "evaluate every that many epochs of the training loader instead (the official codes "
+        "evaluate every epoch); each record also holds every model's best mIoU so far and its "
+        "iteration", default=None, validator=positive)
+    mode: Literal["whole", "sliding"] = key("`whole`: pad to the stride, crop back; `sliding`: "
+                                            "windows, softmax summed", default="whole")
+    window: int | None = key("side of a sliding window; null: the training crop", default=None,
+                             validator=image_side)
+    stride: int | None = key("stride of the sliding windows; null: ⌊2/3 · window⌋", default=None,
+                             validator=image_side)
+    window_batch: int | None = key("sliding windows per forward; null: 8 on a GPU, 1 on a CPU "
+                                   "(larger batches measured slower there: benchmarks/RESULTS.md)",
+                                   default=None, validator=positive)
+    tiling: Literal["shifted", "released"] = key(
+        "`shifted`: full windows, the last one shifted inward to end at the border; `released`: "
+        "the iMAS and UniMatch rule, a window every `stride` pixels from 0, cut at the border",
+        default="shifted")
+    max_images: int | None = key("evaluate only the first that many validation images; null: all",
+                                 default=None, validator=positive)
 
 
 @attrs.frozen
 class RunConfig:
-    """``run:`` logging and checkpoint cadence, fault handling, threads, device.
+    """``run:`` logging and checkpoint cadence, fault handling, threads, device, precision."""
 
-    ``keep_checkpoints``: how many iteration checkpoints to keep besides ``last.pt`` and
-    ``best.pt``. ``on_nonfinite``: ``stop`` (error naming the iteration and the bad loss terms;
-    the last good checkpoint stays) or ``skip`` (drop that step and continue).
-    ``sync_bn``: SyncBatchNorm under multi-process training.
-    ``precision``: ``fp32``, or mixed precision with ``torch.autocast`` in ``bf16`` or ``fp16``
-    (with a gradient scaler) for the forwards of training and evaluation; losses and the
-    optimiser stay fp32. ``channels_last``: the model's weights and inputs in NHWC layout.
-    ``compile``: a ``torch.compile`` backend for the student's training forward (``inductor``),
-    or null.
-    """
-
-    log_every: int = attrs.field(default=10, validator=positive)
-    checkpoint_every: int = attrs.field(default=500, validator=positive)
-    keep_checkpoints: int = attrs.field(default=0, validator=in_range(0))
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-    sync_bn: bool = False
-    threads: int | None = attrs.field(default=None, validator=positive)
-    device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
-    compile: str | None = None
+    log_every: int = key("iterations between `metrics.jsonl` records", default=10,
+                         validator=positive)
+    checkpoint_every: int = key("iterations between writes of `last.pt`", default=500,
+                                validator=positive)
+    keep_checkpoints: int = key("how many iteration checkpoints (`iter_<N>.pt`) to keep besides "
+                                "`last.pt` and `best.pt`", default=0, validator=in_range(0))
+    on_nonfinite: Literal["stop", "skip"] = key(
+        "a NaN or infinite loss: `stop`, an error naming the iteration and the bad loss terms "
+        "(the last good checkpoint stays); `skip`, drop that step and continue", default="stop")
+    sync_bn: bool = key("SyncBatchNorm when training in several processes", default=False)
+    threads: int | None = key("torch CPU threads; null: torch's default", default=None,
+                              validator=positive)
+    device: str = key("`auto`: CUDA if present; `cpu`; `cuda:N` (an error where torch sees no such "
+                      "device)", default="auto", valid="`auto`, `cpu`, `cuda`, `cuda:N`")
+    precision: Literal["fp32", "bf16", "fp16"] = key(
+        "`fp32`, or `torch.autocast` forwards of training and evaluation in `bf16` or `fp16` "
+        "(fp16 with a gradient scaler, saved in checkpoints); losses and optimiser stay fp32",
+        default="fp32")
+    channels_last: bool = key("the model's weights and inputs in NHWC layout", default=False)
+    compile: str | None = key("a `torch.compile` backend for the student's training forward; "
+                              "null: none. Compiling takes minutes on a CPU", default=None,
+                              valid="a torch.compile backend, e.g. `inductor`")
 
 
 @attrs.frozen
 class Recipe:
-    """A whole recipe. ``plugins`` maps a key to its params; the key is a plugin name, or any
-    name with ``use: "module:Class"`` among the params for a local plugin."""
+    """A whole recipe. ``source`` is no recipe key: the file the recipe was read from, which
+    errors in its plugins' configs name as recipe errors do."""
 
-    seed: int = 0
+    seed: int = key("seeds model initialisation, data order and augmentation", default=0)
     model: ModelConfig = attrs.field(factory=ModelConfig)
     data: DataConfig = attrs.field(factory=DataConfig)
     optim: OptimConfig = attrs.field(factory=OptimConfig)
     unsup: UnsupConfig = attrs.field(factory=UnsupConfig)
-    plugins: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    plugins: dict[str, dict[str, Any]] = key(
+        "plugin key → its params; the key names an installed plugin (`ssseg plugins`), or any "
+        "name with `use: \"module:Class\"` among the params for a local plugin", factory=dict,
+        valid="installed plugins, or any key with `use:`")
     eval: EvalConfig = attrs.field(factory=EvalConfig)
     run: RunConfig = attrs.field(factory=RunConfig)
+    source: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False,
+                                     metadata={NOT_A_KEY: True})

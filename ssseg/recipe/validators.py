@@ -1,4 +1,8 @@
-"""attrs validators whose errors name the field and the valid range (used by recipe and plugin configs)."""
+"""attrs validators whose errors name the field and the valid range (used by recipe and plugin configs).
+
+Each validator's ``valid`` attribute says in words what it accepts (the "valid" column of
+docs/recipes.md, :mod:`ssseg.recipedoc`); ``None`` always passes (the type says whether null is allowed).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
              hi_open: bool = False):
     """Validator: ``lo <= value <= hi`` (open ends with ``lo_open``/``hi_open``); None passes."""
 
+    valid = "".join(("(" if lo_open else "[", "-inf" if lo is None else f"{lo:g}", ", ",
+                     "inf" if hi is None else f"{hi:g}", ")" if hi_open else "]"))
+
     def check(_inst: Any, attribute: Any, value: Any) -> None:
         if value is None:
             return
@@ -25,25 +32,28 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
         if hi is not None:
             bad |= value >= hi if hi_open else value > hi
         if bad:
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            lo_s = "-inf" if lo is None else f"{lo:g}"
-            hi_s = "inf" if hi is None else f"{hi:g}"
-            _fail(attribute, f"{value!r} is out of range; valid: {left}{lo_s}, {hi_s}{right}")
+            _fail(attribute, f"{value!r} is out of range; valid: {valid}")
 
+    check.valid = valid
     return check
 
 
 def positive(_inst: Any, attribute: Any, value: Any) -> None:
     """Validator: value > 0 (None passes)."""
     if value is not None and not value > 0:
-        _fail(attribute, f"{value!r} must be > 0")
+        _fail(attribute, f"{value!r} must be {positive.valid}")
+
+
+positive.valid = "> 0"
 
 
 def ordered_pair(_inst: Any, attribute: Any, value: Any) -> None:
     """Validator: a (low, high) pair with 0 < low <= high."""
     if value is not None and not 0 < value[0] <= value[1]:
-        _fail(attribute, f"{list(value)!r} must be [low, high] with 0 < low <= high")
+        _fail(attribute, f"{list(value)!r} must be {ordered_pair.valid}")
+
+
+ordered_pair.valid = "[low, high] with 0 < low <= high"
 
 
 MAX_SIDE = 4096  # pixels: larger crops and windows do not fit in any accelerator's memory
@@ -56,6 +66,9 @@ def image_side(_inst: Any, attribute: Any, value: Any) -> None:
     positive(_inst, attribute, value)
     if value > MAX_SIDE:
         gib = value * value * 3 * 4 / 2**30
-        _fail(attribute, f"{value} is out of range; valid: [1, {MAX_SIDE}] pixels: it is the side of "
+        _fail(attribute, f"{value} is out of range; valid: {image_side.valid}: it is the side of "
                          f"a square view, and one RGB float image of {value}×{value} alone takes "
                          f"{gib:,.0f} GiB")
+
+
+image_side.valid = f"[1, {MAX_SIDE}] pixels"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,7 @@ import torch
 
 import ssseg_adaptive_threshold.plugin as plugin_module
 from ssseg.api import Pseudo, View
-from ssseg.recipe.load import load_recipe
-from ssseg.suite.spec import load_suite
+from ssseg.testing import validate_recipe
 from ssseg_adaptive_threshold import AdaptiveThreshold, SelfAdaptiveThresholds
 
 pytest_plugins = ["ssseg.testing"]
@@ -73,7 +74,11 @@ def test_weight_is_one_where_the_confidence_reaches_the_class_threshold():
     assert ctx.logged == ("mask_ratio/strong", 0.5)
 
 
-def test_recipe_and_suite_validate():
-    assert "adaptive_threshold" in load_recipe(HERE / "recipe.yaml").plugins
-    suite = load_suite(HERE / "suite.yaml")
-    assert {job.variant for job in suite.jobs} == {"fixed", "adaptive"}
+def test_recipe_and_suite_validate(tmp_path):
+    assert "adaptive_threshold" in validate_recipe(HERE / "recipe.yaml").plugins
+    # the suite through its command: a dry run checks every variant's recipe and plugins, runs nothing
+    listed = subprocess.run([sys.executable, "-m", "ssseg", "suite", "run", "--dry-run",
+                             str(HERE / "suite.yaml"), "--out", str(tmp_path / "suite")],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert {line.split("/")[0] for line in listed.stdout.splitlines()} == {"fixed", "adaptive"}
