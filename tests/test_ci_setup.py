@@ -18,6 +18,7 @@ def bash(script: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
+@pytest.mark.slow
 def test_a_failed_setup_returns_without_closing_the_shell_or_changing_its_options(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the venv folder would go: creating the venv fails
@@ -28,6 +29,7 @@ def test_a_failed_setup_returns_without_closing_the_shell_or_changing_its_option
     assert "e" not in flags and "u" not in flags and "pipefail" not in out.stdout
 
 
+@pytest.mark.slow
 def test_a_working_setup_puts_the_venv_on_path_and_leaves_the_options_alone():
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     venv = Path(os.environ.get("SSSEG_VENV_ROOT", Path.home() / ".cache" / "ssseg")) / f"venv-{key}"

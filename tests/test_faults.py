@@ -87,6 +87,7 @@ def test_sigterm_saves_a_checkpoint_and_the_printed_command_continues_the_run(tm
     assert train_iterations(out) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_exits_without_a_traceback(tmp_path):
     proc = start_training(write_recipe(tmp_path / "r.yaml", SLOW), tmp_path / "run")
     time.sleep(0.5)  # importing torch, building data and model (or, on a fast machine, training)

@@ -97,6 +97,7 @@ def test_resume_continues_with_the_run_folders_recipe_and_logs_each_iteration_on
             "recipe.yaml, 16 with -o)")
 
 
+@pytest.mark.slow
 def test_the_folder_is_checked_before_torch_is_imported(tmp_path, recipe):
     """So the answer is immediate, and Ctrl-C at any point of start-up meets ssseg's handler."""
     (tmp_path / "taken").write_text("")

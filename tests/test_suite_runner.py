@@ -136,6 +136,7 @@ def test_records_skip_a_line_a_kill_cut_short(tmp_path):
     assert [r["iteration"] for r in folder.read_records(tmp_path, "eval")] == [1]
 
 
+@pytest.mark.slow  # starts a process for a pid that is gone
 def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
     runs = ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "b/seed1", "b/seed2", "b/seed3"]
     (tmp_path / folder.MANIFEST).write_text(json.dumps({"runs": runs}))
