@@ -29,11 +29,10 @@ from typing import Literal
 
 import attrs
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch,
-                       View, hookimpl, in_range, positive)
+from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch, View,
+                       all_reduce_mean_, hookimpl, in_range, positive)
 from ssseg.augment import apply_plan, hard_easy_partners, imas_boxes, sample_imas_plan
 from ssseg_plugins.imas_hardness import easiness_of
 
@@ -134,11 +133,7 @@ class IMASAugmentation(Plugin):
         over all processes so that every rank takes the same decision."""
         p = self.config.cutmix_prob
         if p is None:
-            e_bar = self._e(hardness).mean()
-            if ctx.world_size > 1:
-                dist.all_reduce(e_bar)
-                e_bar = e_bar / ctx.world_size
-            p = float(e_bar)
+            p = float(all_reduce_mean_(self._e(hardness).mean()))
         fired = bool(torch.rand((), generator=ctx.shared_generator) < p)
         ctx.log(f"imas/{name}", float(fired))
         return fired
