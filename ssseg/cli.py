@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ssseg import __version__
 from ssseg.cli_options import add_overrides
-from ssseg.errors import UserError
+from ssseg.errors import Diverged, UserError
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -78,6 +78,8 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         _say(run, f"\ninterrupted at iteration {run.iteration}; {folder.how_to_continue()}")
         return 128 + signal.SIGINT
+    except Diverged as err:
+        raise UserError(f"{err}; {folder.how_to_restart(recipe.optim.lr)}") from None
     if run.is_main:
         print(_summary(metrics))
         print(f"results in {folder.path}")
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: runs/<recipe name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the folder's last.pt with the folder's recipe.yaml "
-                        "(-o may change optim.iters, eval.* and run.*)")
+                        "(-o may change optim.iters, optim.lr, optim.clip_grad, eval.* and run.*)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard in <out>/tensorboard (the tensorboard plugin; "
                         "needs pip install 'ssseg[tensorboard]')")

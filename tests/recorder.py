@@ -193,18 +193,33 @@ class Slow(Plugin):
 
 
 class NaNAt(Plugin):
-    """Adds a NaN loss term at iteration ``at``."""
+    """Adds a NaN loss term at iteration ``at`` (every step with ``every_step``; from ``at`` on
+    while the recipe's learning rate exceeds ``above_lr``, when given)."""
 
     name = "nan_at"
 
     @attrs.frozen
     class Config:
         at: int = 1
+        every_step: bool = False
+        above_lr: float | None = None  # from iteration ``at`` on, while the learning rate exceeds it
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.optimizer = None
+
+    @hookimpl
+    def setup(self, run):
+        self.optimizer = run.optimizer
 
     @hookimpl
     def extra_losses(self, ctx, unlabeled, pseudo, outputs):
-        value = float("nan") if ctx.iteration == self.config.at else 0.0
-        return {"poison": outputs.labeled.sum() * 0 + value}
+        c = self.config
+        if c.above_lr is not None:
+            poisoned = ctx.iteration >= c.at and self.optimizer.param_groups[0]["initial_lr"] > c.above_lr
+        else:
+            poisoned = c.every_step or ctx.iteration == c.at
+        return {"poison": outputs.labeled.sum() * 0 + (float("nan") if poisoned else 0.0)}
 
 
 class Decisions(Plugin):

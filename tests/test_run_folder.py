@@ -93,7 +93,8 @@ def test_resume_continues_with_the_run_folders_recipe_and_logs_each_iteration_on
     assert train_records(tmp_path / "run") == [1, 2, 3, 4]
     capsys.readouterr()
     refused(capsys, ["train", str(recipe), "--out", out, "--resume", "-o", "data.crop=16"],
-            "--resume: a resumed run may change only optim.iters, eval.* and run.* (data.crop: 32 in "
+            "--resume: a resumed run may change only optim.iters, optim.lr, optim.clip_grad, eval.* and run.* "
+            "(data.crop: 32 in "
             "recipe.yaml, 16 with -o)")
 
 

@@ -18,7 +18,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from ssseg.errors import UserError
+from ssseg.engine.checkpoint_contents import (describe_nonfinite, nonfinite, nonfinite_weights,
+                                              optimizer_state_problem, spec_version_problem,
+                                              training_state_problem)
+from ssseg.errors import Diverged, UserError
 from ssseg.files import link_atomically, write_atomically
 from ssseg.hookspecs import HOOKSPEC_VERSION
 from ssseg.plugin_faults import plugin_failure
@@ -88,6 +91,10 @@ def not_plain(value: Any, where: str = "state") -> tuple[str, str] | None:
     return None
 
 
+class NonFiniteWeights(Diverged):
+    """The run's weights or state became NaN or infinite; no checkpoint is written from them."""
+
+
 class Checkpointer:
     """Writes ``last.pt`` (atomically), keeps the last ``keep`` iteration checkpoints as hard
     links ``iter_<N>.pt``, and ``best.pt``. Only rank 0 writes."""
@@ -106,6 +113,10 @@ class Checkpointer:
         if not run.is_main:
             return
         state = state_of(run, plugins.plugins)
+        bad = nonfinite(state)
+        if bad:
+            raise NonFiniteWeights(f"iteration {run.iteration}: not writing a checkpoint: "
+                                   f"{describe_nonfinite(bad)} hold NaN or infinite values", run.iteration)
         write_atomically(self.last, lambda file: torch.save(state, file))
         if best:
             link_atomically(self.last, self.folder / BEST)
@@ -159,12 +170,20 @@ def restore(built, path: Path) -> None:
     if changed:
         raise UserError(f"{path} was written by a different recipe ({'; '.join(changed[:3])}); "
                         "resume with the recipe it was written with, or start a new --out")
+    problem = (spec_version_problem(state)
+               or training_state_problem(state["training"], state["iteration"], run.recipe.optim.iters)
+               or optimizer_state_problem(state["optimizer"], run.optimizer))
+    if problem:
+        raise UserError(f"cannot resume from {path}: {problem}")
     load_models(run, state, path)
+    initial = [group["initial_lr"] for group in run.optimizer.param_groups]
     try:
         run.optimizer.load_state_dict(state["optimizer"])
         run.state.load_state_dict(state["training"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} does not fit this recipe: {_first_lines(err)}") from None
+    for group, lr in zip(run.optimizer.param_groups, initial):  # the recipe's optim.lr (may change)
+        group["initial_lr"] = lr
     for key, plugin in built.plugins.plugins.items():
         if hasattr(plugin, "load_state_dict"):
             _restore_plugin(key, plugin, state["plugins"], path)
@@ -179,7 +198,12 @@ def load_weights(run, path: Path) -> int:
 
 
 def load_models(run, state: dict[str, Any], path: Path) -> None:
-    """Load the student, the teacher (when both have one) and every contributed module."""
+    """Load the student, the teacher (when both have one) and every contributed module; a
+    checkpoint with NaN or infinite weights is refused, naming them."""
+    bad = nonfinite_weights(state)
+    if bad:
+        raise UserError(f"{path} holds non-finite weights: {describe_nonfinite(bad)} hold NaN or "
+                        "infinite values (a diverged run); use an earlier checkpoint")
     load_module(run.student, state["student"], "student", path)
     if run.separate_teacher and state.get("teacher") is not None:
         load_module(run.teacher, state["teacher"], "teacher", path)

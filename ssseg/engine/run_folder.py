@@ -16,7 +16,7 @@ import attrs
 
 from ssseg import files
 from ssseg.errors import UserError
-from ssseg.recipe.differences import incompatible_changes
+from ssseg.recipe.differences import RESUMABLE, incompatible_changes
 from ssseg.recipe.load import dump_recipe, load_recipe
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
@@ -73,7 +73,7 @@ class RunFolder:
         changed = incompatible_changes(unstructure(load_recipe(source)), unstructure(recipe),
                                        (f"in {source.name}", "with -o"))
         if changed:
-            raise UserError(f"--resume: a resumed run may change only optim.iters, eval.* and run.* "
+            raise UserError(f"--resume: a resumed run may change only {RESUMABLE} "
                             f"({'; '.join(changed[:SHOWN])}); start a new --out for another recipe")
         return recipe
 
@@ -120,6 +120,17 @@ class RunFolder:
             return "no checkpoint was written yet; the same command starts the run again"
         return (f"{self.last} holds the last complete checkpoint; continue with: ssseg train "
                 f"{shlex.quote(str(self.recipe_file))} --out {shlex.quote(str(self.path))} --resume")
+
+
+    def how_to_restart(self, lr: float) -> str:
+        """After divergence: the last good checkpoint and the command that continues from it with
+        a tenth of the learning rate ``lr`` (a resumed run may change ``optim.lr``)."""
+        if not self.last.exists():
+            return f"no checkpoint was written yet; start again with a lower optim.lr (e.g. -o optim.lr={lr / 10:g})"
+        return (f"the last good checkpoint, {self.last}, is kept; continue from it with a lower learning "
+                f"rate: ssseg train {shlex.quote(str(self.recipe_file))} --out {shlex.quote(str(self.path))} "
+                f"--resume -o optim.lr={lr / 10:g} (optim.clip_grad may change on --resume too), or set "
+                "run.on_nonfinite: skip")
 
 
 def _iteration(line: str) -> float:

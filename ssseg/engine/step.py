@@ -20,7 +20,7 @@ from ssseg.engine.run import Run
 from ssseg.engine.types import (AugmentationPlan, Features, LabeledBatch, LossTerm, Pseudo, StepContext,
                                 StudentOutputs, UnlabeledBatch, ViewInput)
 from ssseg.engine.views import view_image, view_pseudo
-from ssseg.errors import UserError
+from ssseg.errors import Diverged, UserError
 from ssseg.losses import cross_entropy, weighted_view_loss
 from ssseg.models import eval_mode
 from ssseg.plugin_manager import PluginSet
@@ -59,7 +59,7 @@ class StepResult:
         return self.second_pseudo if plan is not None and plan.cutmix_donor == "second" else self.pseudo
 
 
-class NonFiniteLoss(UserError):
+class NonFiniteLoss(Diverged):
     """The loss became NaN or infinite (``run.on_nonfinite: stop``)."""
 
 
@@ -239,9 +239,8 @@ class StepRunner:
         if nonfinite:
             bad = [k for k, v in result.terms.items() if not torch.isfinite(v.detach())] or ["the total"]
             if run.recipe.run.on_nonfinite == "stop":
-                raise NonFiniteLoss(f"iteration {run.iteration}: non-finite loss in {', '.join(bad)}; "
-                                    "the last checkpoint is kept. Lower optim.lr, set optim.clip_grad, "
-                                    "or set run.on_nonfinite: skip")
+                raise NonFiniteLoss(f"iteration {run.iteration}: non-finite loss in {', '.join(bad)}",
+                                    run.iteration)
             run.state.skip()
             return attrs.evolve(result, stepped=False, stop=stop)
         scaler = run.state.scaler  # fp16 only; a no-op otherwise

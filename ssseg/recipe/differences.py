@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# recipe sections a resumed run may change: schedule length, evaluation and bookkeeping
-RESUMABLE_CHANGES = ("optim.iters", "eval.", "run.")
+# what a resumed run may change: the schedule length, the learning rate and gradient clipping (to
+# continue a diverged run from its last good checkpoint), evaluation and bookkeeping
+RESUMABLE_CHANGES = ("optim.iters:", "optim.lr:", "optim.clip_grad:", "eval.", "run.")
+RESUMABLE = "optim.iters, optim.lr, optim.clip_grad, eval.* and run.*"
 
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "",
@@ -25,6 +27,6 @@ def recipe_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
 def incompatible_changes(saved: dict[str, Any], current: dict[str, Any],
                          labels: tuple[str, str] = ("in the checkpoint", "in the recipe")) -> list[str]:
     """The differences between two unstructured recipes that a resumed run may not make (all
-    but the schedule length, ``eval`` and ``run``), described with ``labels``."""
+    but :data:`RESUMABLE`), described with ``labels``."""
     return [d for d in recipe_differences(saved, current, labels=labels)
             if not d.startswith(RESUMABLE_CHANGES)]
