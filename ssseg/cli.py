@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ssseg import __version__
 from ssseg.cli_options import add_overrides
+from ssseg.console import Console
 from ssseg.errors import Diverged, UserError
 
 
@@ -25,21 +26,6 @@ def _load(args):
     from ssseg.recipe.load import load_recipe
 
     return load_recipe(args.recipe, args.override)
-
-
-def _progress(it: int, total: int, logs: dict, eta_s: float) -> None:
-    end = "\r" if sys.stderr.isatty() and it < total else "\n"
-    parts = [f"[{it}/{total}]", *(f"{k}={v:.3f}" for k, v in logs.items() if k.startswith("loss")),
-             f"lr={logs['lr']:.2e}" if "lr" in logs else "skipped (non-finite loss)", f"eta {eta_s / 60:.1f} min"]
-    print(" ".join(parts), end=end, file=sys.stderr, flush=True)
-
-
-def _summary(metrics: dict) -> str:
-    models = sorted({k.split("/")[0] for k in metrics if k.endswith("/miou")})
-    parts = [f"{m} {100 * metrics[f'{m}/miou']:.1f}" for m in models]
-    absent = metrics.get(f"{models[0]}/absent_classes") if models else None
-    note = f" (absent from val and predictions, excluded: {', '.join(absent)})" if absent else ""
-    return f"val mIoU at iteration {metrics['iteration']}: {', '.join(parts)}{note}"
 
 
 def cmd_train(args) -> int:
@@ -62,7 +48,8 @@ def cmd_train(args) -> int:
     built = build_run(recipe, folder.path)
     run = built.run
     checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
-    trainer = Trainer(built, progress=_progress, checkpointer=checkpointer)
+    console = Console()
+    trainer = Trainer(built, progress=console.progress, checkpointer=checkpointer, on_eval=console.evaluation)
     if args.resume:
         checkpoint.restore(built, folder.last)
         _say(run, f"resumed from {folder.last} at iteration {run.iteration}")
@@ -70,7 +57,7 @@ def cmd_train(args) -> int:
         folder.begin(recipe, run.iteration)
     try:
         with stop_on_signals(trainer):
-            metrics = trainer.train()
+            trainer.train()
     except Stopped as stop:
         _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; "
                   f"{folder.how_to_continue()}")
@@ -81,7 +68,6 @@ def cmd_train(args) -> int:
     except Diverged as err:
         raise UserError(f"{err}; {folder.how_to_restart(recipe.optim.lr)}") from None
     if run.is_main:
-        print(_summary(metrics))
         print(f"results in {folder.path}")
     return 0
 
@@ -117,11 +103,7 @@ def cmd_eval(args) -> int:
     built = build_run(_load(args), needs="val")
     iteration = checkpoint.load_weights(built.run, args.checkpoint)
     metrics = Evaluator(built.run, built.plugins).evaluate(iteration)
-    print(_summary(metrics))
-    for model in sorted({k.split("/")[0] for k in metrics if k.endswith("/iou")}):
-        ious = metrics[f"{model}/iou"]
-        print(f"{model}: " + ", ".join(f"{n} {'-' if v is None else f'{100 * v:.1f}'}"
-                                      for n, v in ious.items()))
+    Console().evaluation(metrics)
     return 0
 
 

@@ -6,7 +6,7 @@ evaluation to the evaluator, checkpoints to the checkpointer, logs to the metric
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from torch import Tensor
 
@@ -27,10 +27,13 @@ class Trainer:
     """Trains a built run: owns the data feed, the cadence (log every ``run.log_every``, evaluate
     every ``eval.every`` iterations or ``eval.every_epochs`` epochs and at the end, checkpoint
     every ``run.checkpoint_every``, at the end, at a new best and on a stop signal) and the stop
-    signal (``stop_signal``, set by the CLI's signal handler, honoured between steps)."""
+    signal (``stop_signal``, set by the CLI's signal handler, honoured between steps).
+    ``progress(it, total, logs, eta_s)`` is told of each logged step and ``on_eval(record)`` of
+    each evaluation, on rank 0."""
 
     def __init__(self, built: BuiltRun, progress: Progress | None = None,
-                 checkpointer: Checkpointer | None = None):
+                 checkpointer: Checkpointer | None = None,
+                 on_eval: Callable[[dict[str, Any]], None] | None = None):
         run = self.run = built.run
         self.plugins = built.plugins
         self.feed = DataFeed(run)
@@ -41,6 +44,7 @@ class Trainer:
         self.evaluator.models()  # the evaluated models' names and headline are checked before training
         self.log = MetricsLog(run, progress)
         self.checkpointer = checkpointer
+        self.on_eval = on_eval  # told of every evaluation record on rank 0 (the CLI prints it)
         r = run.recipe
         self.eval_every = r.eval.every if r.eval.every_epochs is None \
             else r.eval.every_epochs * max(self.feed.iters_per_epoch, 1)
@@ -64,6 +68,8 @@ class Trainer:
         """Evaluate and record; the record and whether the headline model reached a new best."""
         metrics, new_best = self.evaluator.evaluate_and_record()
         self.log.write(metrics)
+        if self.on_eval is not None and self.run.is_main:
+            self.on_eval(metrics)
         return metrics, new_best
 
     def train(self) -> dict[str, Any]:
