@@ -133,8 +133,7 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
         _band_plot(ax, results, f"{model}/miou", "eval", 100, marker="o")
-        ax.set(title=f"{model} val mIoU (mean, min–max over seeds; a dot per evaluation)",
-               xlabel="iteration", ylabel="mIoU (%)")
+        ax.set(title=f"{model} val mIoU (mean, min–max over seeds)", xlabel="iteration", ylabel="mIoU (%)")
         ax.legend(fontsize="small")
     _save(plt, fig, out / "miou_curves.png")
     figures.append(("mIoU over training", "miou_curves.png"))
