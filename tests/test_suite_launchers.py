@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,28 @@ def test_slurm_without_its_commands_says_what_is_missing_and_where_to_run(tmp_pa
                                               "on this machine; run it where the SLURM commands are")
 
 
-def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_asked(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fast_polls(monkeypatch):
+    """The SLURM launcher polls every 0.05 s, and fails the test instead of polling forever."""
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        assert len(polls) < 200, "the launcher still follows its jobs after 200 polls"
+        time.sleep(seconds)
+
+    monkeypatch.setattr(launchers, "SLURM_POLL_S", 0.05)
+    monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
+
+
+def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_asked(tmp_path, monkeypatch, capsys,
+                                                                                      fast_polls):
     pytest.importorskip("submitit")
     slurm = FakeSlurm(tmp_path / "slurm", monkeypatch)
-    monkeypatch.setattr(launchers, "SLURM_POLL_S", 0.05)
     suite, out = small_suite(tmp_path), tmp_path / "out"
     run = ["suite", "run", str(suite), "--launcher", "slurm", "--out", str(out)]
-    slurm.sacct({"4242_0": "PENDING", "4242_1": "PENDING"}, {"4242_0": "FAILED", "4242_1": "OUT_OF_MEMORY"})
+    slurm.sacct({"4242_0": "PENDING", "4242_1": "PENDING"}, "4242_[0-1%2]|PENDING\n",
+                {"4242_0": "FAILED", "4242_1": "OUT_OF_MEMORY"})
     began = time.monotonic()
     assert main(run) == 1
     assert time.monotonic() - began < 10                  # not one failure per 15 s
@@ -97,7 +113,7 @@ def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_
     log = out / ".submitit" / "4242_0" / "4242_0_0_log.err"
     assert f"a/seed0: failed (slurm job 4242_0 ended FAILED before the training recorded an end; job log: {log})" in text
     assert "b/seed0: failed (slurm job 4242_1 ended OUT_OF_MEMORY" in text
-    assert len(slurm.calls("sbatch")) == 1 and len(slurm.calls("sacct")) == 2    # one sacct call per poll
+    assert len(slurm.calls("sbatch")) == 1 and len(slurm.calls("sacct")) == 3    # one sacct call per poll
     assert slurm.calls("sacct")[0][-2:] == ["--jobs", "4242"]
 
     slurm.sacct_fails("sacct: error: Problem talking to the database")   # the folder alone now says failed
@@ -123,10 +139,9 @@ def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_
     assert "a/seed0: new (slurm job 4243_0 was cancelled; `ssseg suite run` trains it)" in text
 
 
-def test_jobs_of_an_earlier_suite_run_are_followed_and_cancelled(tmp_path, monkeypatch, capsys):
+def test_jobs_of_an_earlier_suite_run_are_followed_and_cancelled(tmp_path, monkeypatch, capsys, fast_polls):
     pytest.importorskip("submitit")
     slurm = FakeSlurm(tmp_path / "slurm", monkeypatch)
-    monkeypatch.setattr(launchers, "SLURM_POLL_S", 0.05)
     suite, out = small_suite(tmp_path), tmp_path / "out"
     write_manifest(load_suite(suite), out)
     for task, name in enumerate(["a/seed0", "b/seed0"]):    # what a suite run stopped by Ctrl-C leaves
