@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from conftest import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.data.base import build_data
 from ssseg.recipe.load import load_recipe
-from ssseg.suite.predict import CELL, colour_mask, grid, to_pil
+from ssseg.suite.predict import CELL, LINE, colour_mask, grid, title_lines, to_pil
 from ssseg.suite.report import write_report
 from ssseg.suite.folder import MANIFEST
 from ssseg.cli import main as suite_main
@@ -79,14 +79,35 @@ def test_predict_errors_are_user_errors(trained, tmp_path, capsys):
     assert "this recipe evaluates student" in capsys.readouterr().err
 
 
-def test_the_report_grid_shows_images_ground_truth_and_each_variant(trained):
-    _, run = trained
+def test_the_report_grid_shows_images_ground_truth_each_variant_and_the_class_colours(trained):
+    recipe, run = trained
     write_report(run.parents[1], predictions=3)
-    picture = Image.open(run.parents[1] / "predictions.png")
-    assert picture.height == 16 + 3 * (CELL + 4) and picture.width == 3 * (CELL + 4)
+    picture = Image.open(run.parents[1] / "predictions.png").convert("RGB")
+    assert picture.height > 16 + 3 * (CELL + 4) and picture.width == 3 * (CELL + 4)
+    legend = set(pixels(picture.crop((0, 16 + 3 * (CELL + 4), picture.width, picture.height))))
+    assert set(build_data(load_recipe(recipe).data, needs="classes").palette) <= legend
     assert "(predictions.png)" in (run.parents[1] / "report.md").read_text()
 
 
 def test_grid_layout():
     cells = {"a": [Image.new("RGB", (10, 20))] * 2, "b": [Image.new("P", (20, 20))] * 2}
     assert grid(cells).size == (CELL // 2 + 4 + CELL + 4, 16 + 2 * (CELL + 4))
+
+
+def test_grid_titles_wrap_instead_of_being_cut():
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title = "supervised_batch8 · 100"
+    assert title_lines(draw, title, CELL - 4) == [title]
+    narrow = title_lines(draw, title, 50)
+    assert len(narrow) > 1 and "".join(narrow).replace(" ", "") == title.replace(" ", "")
+    assert all(draw.textlength(line) <= 50 for line in narrow)
+    cells = {title: [Image.new("RGB", (CELL // 2, CELL))], "b": [Image.new("RGB", (CELL // 2, CELL))]}
+    assert grid(cells).height == LINE * len(title_lines(draw, title, CELL // 2 - 4)) + 4 + CELL + 4
+
+
+def test_grid_legend_shows_each_colour_in_rows_that_fit():
+    colours = [(10 * k, 200, 30) for k in range(12)]
+    cells = {"a": [Image.new("RGB", (CELL, CELL), "black")]}
+    picture = grid(cells, [(f"class {k}", c) for k, c in enumerate(colours)])
+    assert picture.width == CELL + 4 and picture.height > 16 + CELL + 4 + 2 * LINE   # several rows
+    assert set(colours) <= set(pixels(picture.crop((0, 16 + CELL + 4, picture.width, picture.height))))

@@ -1,6 +1,9 @@
-"""Suite launchers: the SLURM launcher's sbatch script (made by submitit without SLURM), torchrun
-for runs over several GPUs or nodes, and a suite run by submitit's local executor with real
-processes, preempted by the signal SLURM sends, requeued, and resumed exactly."""
+"""Suite launchers: the SLURM launcher's sbatch script (made by submitit without SLURM) and the
+`ssseg train` lines of its tasks, torchrun for runs over several GPUs or nodes, the SLURM launcher
+against fake sbatch/sacct/scancel commands (submission, one sacct call for all jobs, failures
+recorded, no silent resubmission, following earlier jobs, cancel), and a suite run by submitit's
+local executor with real processes, preempted by the signal SLURM sends, requeued, and resumed
+exactly."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -18,13 +22,15 @@ import torch
 import yaml
 
 from conftest import tiny_recipe_dict
+from fake_slurm import FakeSlurm
 from ssseg.cli import main
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.recipe.load import build_recipe
-from ssseg.suite import folder
-from ssseg.suite.runner import run_suite
+from ssseg.suite import folder, launchers
+from ssseg.suite.slurm import parse_sacct
+from ssseg.suite.runner import run_suite, write_manifest
 from ssseg.suite.spec import load_suite
 from ssseg.suite.train_job import train_command
 
@@ -37,14 +43,125 @@ def test_the_sbatch_script_of_a_cluster_suite_is_the_recorded_one(capsys):
     suite = TESTS.parent / "recipes" / "suites" / "voc_classic.yaml"   # launcher: 4 GPUs, 32 CPUs, 48 h
     assert main(["suite", "run", str(suite), "--launcher", "slurm", "--dry-run", "--out", "/cluster/voc",
                  "--partition", "gpu", "--account", "vision", "--sbatch", "qos=high", "--sbatch", "mem=200G"]) == 0
-    script = capsys.readouterr().out.split("# the sbatch script for 12 runs\n", 1)[1]
+    listing, script = capsys.readouterr().out.split("# the sbatch script for 12 runs\n", 1)
     assert script.replace(shlex.quote(sys.executable), "<python>") == GOLDEN.read_text()
+    lines = listing.splitlines()
+    assert lines[:2] == ["supervised/seed0: new (98480 iterations)",
+                         f"    [array task 0] $ {sys.executable} -m torch.distributed.run --nproc_per_node=4 "
+                         "--standalone -m ssseg train /cluster/voc/supervised/seed0/recipe.yaml --out "
+                         "/cluster/voc/supervised/seed0 -o run.threads=8"]
+    assert lines[23].startswith("    [array task 11] $ ") and lines[23].endswith("--out /cluster/voc/imas/seed2 -o run.threads=8")
 
 
 def test_a_bad_launcher_flag_names_the_key(capsys):
     suite = TESTS.parent / "recipes" / "suites" / "voc_classic.yaml"
     assert main(["suite", "run", str(suite), "--launcher", "slurm", "--dry-run", "--gpus-per-run", "-2"]) == 2
     assert "launcher.gpus_per_run: -2 is out of range" in capsys.readouterr().err
+
+
+def test_sacct_answers_are_read_per_job_and_array_task():
+    text = ("4242_0|COMPLETED\n4242_0.batch|COMPLETED\n4242_1|CANCELLED by 501\n4242_[2-4,7%4]|PENDING\n"
+            "4243|RUNNING\n4243.extern|RUNNING\n")
+    assert parse_sacct(text) == {"4242_0": "COMPLETED", "4242_1": "CANCELLED", "4242_2": "PENDING",
+                                 "4242_3": "PENDING", "4242_4": "PENDING", "4242_7": "PENDING", "4243": "RUNNING"}
+
+
+def small_suite(folder: Path) -> Path:
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe_dict({"data": {"batch_unlabeled": 0},
+                                                                       "plugins": {"supervised": {}}})))
+    path = folder / "small.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny.yaml", "seeds": [0], "variants": {"a": {}, "b": {}}}))
+    return path
+
+
+def test_slurm_without_its_commands_says_what_is_missing_and_where_to_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["suite", "run", str(small_suite(tmp_path)), "--launcher", "slurm", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith("ssseg: error: --launcher slurm: no sbatch, srun, sacct, scancel "
+                                              "on this machine; run it where the SLURM commands are")
+
+
+@pytest.fixture
+def fast_polls(monkeypatch):
+    """The SLURM launcher polls every 0.05 s, and fails the test instead of polling forever."""
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        assert len(polls) < 200, "the launcher still follows its jobs after 200 polls"
+        time.sleep(seconds)
+
+    monkeypatch.setattr(launchers, "SLURM_POLL_S", 0.05)
+    monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
+
+
+def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_asked(tmp_path, monkeypatch, capsys,
+                                                                                      fast_polls):
+    pytest.importorskip("submitit")
+    slurm = FakeSlurm(tmp_path / "slurm", monkeypatch)
+    suite, out = small_suite(tmp_path), tmp_path / "out"
+    run = ["suite", "run", str(suite), "--launcher", "slurm", "--out", str(out)]
+    slurm.sacct({"4242_0": "PENDING", "4242_1": "PENDING"}, "4242_[0-1%2]|PENDING\n",
+                {"4242_0": "FAILED", "4242_1": "OUT_OF_MEMORY"})
+    began = time.monotonic()
+    assert main(run) == 1
+    assert time.monotonic() - began < 10                  # not one failure per 15 s
+    text = capsys.readouterr().out
+    assert "2 runs to train, 0 already queued or running, 0 skipped\nsubmitted 2 runs to slurm as job array " \
+           "4242 (tasks 4242_0 to 4242_1)\n" in text
+    log = out / ".submitit" / "4242_0" / "4242_0_0_log.err"
+    assert f"a/seed0: failed (slurm job 4242_0 ended FAILED before the training recorded an end; job log: {log})" in text
+    assert "b/seed0: failed (slurm job 4242_1 ended OUT_OF_MEMORY" in text
+    assert len(slurm.calls("sbatch")) == 1 and len(slurm.calls("sacct")) == 3    # one sacct call per poll
+    assert slurm.calls("sacct")[0][-2:] == ["--jobs", "4242"]
+
+    slurm.sacct_fails("sacct: error: Problem talking to the database")   # the folder alone now says failed
+    assert main(["suite", "status", str(out)]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert status[0].startswith("a/seed0: failed (slurm job 4242_0 ended FAILED") and status[2] == "2 failed"
+    assert status[3] == ("(SLURM not asked: sacct failed: sacct: error: Problem talking to the database; queued "
+                         "and running runs as their folders last recorded)")
+    (slurm.root / "sacct_error").unlink()
+
+    assert main(run) == 1                                  # failed runs are not resubmitted silently
+    assert len(slurm.calls("sbatch")) == 1
+    text = capsys.readouterr().out
+    assert "a/seed0: failed before (slurm job 4242_0 ended FAILED" in text and "--retry-failed trains it again" in text
+
+    slurm.sacct({"4242_0": "FAILED", "4242_1": "FAILED"}, "4243_[0-1%2]|PENDING\n",
+                {"4243_0": "RUNNING", "4243_1": "PENDING"}, {"4243_0": "CANCELLED", "4243_1": "CANCELLED"})
+    assert main([*run, "--retry-failed"]) == 1
+    script = Path(slurm.calls("sbatch")[1][0]).read_text()
+    assert "#SBATCH --array=0-1%2" in script
+    text = capsys.readouterr().out
+    assert "submitted 2 runs to slurm as job array 4243" in text
+    assert "a/seed0: new (slurm job 4243_0 was cancelled; `ssseg suite run` trains it)" in text
+
+
+def test_jobs_of_an_earlier_suite_run_are_followed_and_cancelled(tmp_path, monkeypatch, capsys, fast_polls):
+    pytest.importorskip("submitit")
+    slurm = FakeSlurm(tmp_path / "slurm", monkeypatch)
+    suite, out = small_suite(tmp_path), tmp_path / "out"
+    write_manifest(load_suite(suite), out)
+    for task, name in enumerate(["a/seed0", "b/seed0"]):    # what a suite run stopped by Ctrl-C leaves
+        folder.mark(out / name, "queued", launcher="slurm")
+        folder.write_json(out / name / folder.JOB, {"launcher": "slurm", "job_id": f"77_{task}", "log": "/l"})
+    slurm.sacct({"77_0": "RUNNING", "77_1": "PENDING"})
+    assert main(["suite", "cancel", str(out)]) == 0
+    assert slurm.calls("scancel") == [["77_0", "77_1"]]
+    assert capsys.readouterr().out.startswith("cancelled 2 SLURM jobs: 77_0, 77_1")
+
+    slurm.sacct({"77_0": "RUNNING", "77_1": "PENDING"}, {"77_0": "RUNNING", "77_1": "PENDING"},
+                {"77_0": "CANCELLED", "77_1": "RUNNING"}, {"77_0": "CANCELLED", "77_1": "TIMEOUT"})
+    assert main(["suite", "run", str(suite), "--launcher", "slurm", "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "a/seed0: already queued (slurm job 77_0; job log: /l)" in text
+    assert "0 runs to train, 2 already queued or running, 0 skipped" in text and not slurm.calls("sbatch")
+    assert "a/seed0: new (slurm job 77_0 was cancelled" in text
+    assert "b/seed0: failed (slurm job 77_1 ended TIMEOUT before the training recorded an end; job log: /l)" in text
+    assert main(["suite", "cancel", str(out)]) == 0
+    assert capsys.readouterr().out == f"nothing to cancel in {out}: no run is queued or running\n"
 
 
 def test_a_run_with_several_gpus_or_nodes_trains_under_torchrun(tmp_path):

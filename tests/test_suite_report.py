@@ -1,4 +1,5 @@
-"""The suite report's statistics on fixed numbers, and report.md / report.csv from a fake folder."""
+"""The suite report's statistics on fixed numbers, and report.md / report.csv from a fake folder:
+with failed runs, with none finished, on a full disk; its figures' colours, styles and markers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import math
 import pytest
 import yaml
 
+from disk_faults import fail_writes
+from ssseg.cli import main
 from ssseg.errors import UserError
-from ssseg.suite.folder import MANIFEST
-from ssseg.suite.report import markdown, write_report
+from ssseg.suite.folder import MANIFEST, mark
+from ssseg.suite.report import CSV_COLUMNS, markdown, write_report
 from ssseg.suite.results import load_results, paired_difference, summarize, t975
 
 # student mIoU per seed at iterations (1, 2); the teacher of "mt" is 0.1 above its student
@@ -102,8 +105,75 @@ def test_unfinished_runs_are_left_out_and_listed(tmp_path):
     fake_suite(tmp_path, unfinished="mt/seed2")
     results = load_results(tmp_path)
     assert sorted(results.eval_records["mt", None]) == [0, 1] and results.unfinished == ("mt/seed2",)
+    log = tmp_path / "mt/seed2/train.log"
+    log.write_text("$ python -m ssseg train ...\nTraceback (most recent call last):\n  ...\nRuntimeError: boom\n")
+    mark(tmp_path / "mt/seed2", "failed", exit_code=1, log=str(log))
     text = write_report(tmp_path, predictions=0).read_text()
-    assert "- `mt/seed2` (see its train.log)" in text
+    assert "## Runs not finished (left out): 1 of 6 runs" in text
+    assert f"- `mt/seed2`: failed (exit code 1; log: {log})\n  last lines of {log}:\n\n  ```\n" \
+           "  Traceback (most recent call last):\n    ...\n  RuntimeError: boom\n  ```" in text
+
+
+def failed_suite(out, seeds=(0, 1)):
+    """A suite folder (variants a and b) whose runs all failed on a full disk."""
+    (out / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+    runs = [f"{v}/seed{s}" for v in ("a", "b") for s in seeds]
+    (out / MANIFEST).write_text(json.dumps({"suite": "full.yaml", "reference": None, "supervised": [],
+                                            "variants": ["a", "b"], "seeds": list(seeds), "runs": runs}))
+    for name in runs:
+        (out / name).mkdir(parents=True)
+        (out / name / "recipe.yaml").write_text("optim: {iters: 4}\n")
+        (out / name / "train.log").write_text(f"$ python -m ssseg train {name}\nssseg: error: no space left on "
+                                               f"{out / name} (writing last.pt)\n")
+        mark(out / name, "failed", exit_code=2, log=str(out / name / "train.log"))
+    return runs
+
+
+def test_a_suite_where_no_run_finished_gets_a_report_that_says_so(tmp_path, capsys):
+    runs = failed_suite(tmp_path)
+    assert main(["suite", "report", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
+    text = (tmp_path / "report.md").read_text()
+    assert "**No run has finished** (0 of 4 runs)" in text
+    for name in runs:
+        log = tmp_path / name / "train.log"
+        assert f"- `{name}`: failed (exit code 2; log: {log})" in text
+        assert f"  ssseg: error: no space left on {tmp_path / name} (writing last.pt)" in text
+    assert (tmp_path / "report.csv").read_text() == ",".join(CSV_COLUMNS) + "\n"
+    assert not list(tmp_path.glob("*.png")) and not (tmp_path / "report.lock").exists()
+
+
+def test_a_report_before_any_run_finished_lists_their_states(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"suite": "s.yaml", "variants": ["a"], "seeds": [0, 1],
+                                                 "runs": ["a/seed0", "a/seed1"]}))
+    (tmp_path / "a/seed0").mkdir(parents=True)
+    (tmp_path / "a/seed0/recipe.yaml").write_text("optim: {iters: 4}\n")
+    mark(tmp_path / "a/seed0", "running")
+    text = write_report(tmp_path, predictions=4).read_text()
+    assert "**No run has finished** (0 of 2 runs)" in text
+    assert "- `a/seed0`: running (iteration 0 of 4 on" in text and "- `a/seed1`: new" in text
+
+
+def test_a_report_on_a_full_disk_is_one_line_and_leaves_the_previous_one(tmp_path, capsys, monkeypatch):
+    failed_suite(tmp_path)
+    (tmp_path / "report.md").write_text("the previous report\n")
+    fail_writes(monkeypatch, tmp_path)
+    assert main(["suite", "report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ssseg: error: no space left on {tmp_path} (writing report.lock)\n"
+    assert (tmp_path / "report.md").read_text() == "the previous report\n"
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "report.lock").exists()
+
+
+def test_the_interval_note_uses_the_suites_number_of_seeds(tmp_path):
+    fake_suite(tmp_path)
+    assert "(t = 4.30 for 3 seeds)" in write_report(tmp_path, predictions=0).read_text()
+    manifest = json.loads((tmp_path / MANIFEST).read_text()) | {"seeds": [0, 1]}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    text = write_report(tmp_path, predictions=0).read_text()
+    assert "(t = 12.71 for 2 seeds)" in text and "4.30" not in text
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"seeds": [0]}))
+    assert "With 1 seed there is no interval" in write_report(tmp_path, predictions=0).read_text()
 
 
 def test_a_folder_without_manifest_is_a_user_error(tmp_path):
@@ -153,3 +223,43 @@ def test_a_suite_with_an_axis_reports_the_papers_table(tmp_path):
     except ImportError:
         return
     assert (tmp_path / "miou_by_axis.png").stat().st_size > 0 and "(miou_by_axis.png)" in text
+
+
+def drawn_figures(monkeypatch) -> list:
+    """The figures the report draws, kept open (matplotlib's close records them instead)."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    return figures
+
+
+def titled(figures, prefix):
+    return next(fig for fig in figures if fig.axes[0].get_title().startswith(prefix))
+
+
+def test_a_variant_has_one_colour_in_every_panel_and_each_evaluation_a_marker(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    fake_suite(tmp_path)                  # ref evaluates a student; mt a student and a teacher
+    write_report(tmp_path, predictions=0)
+    student, teacher = titled(figures, "student val mIoU").axes
+    colours = {line.get_label(): line.get_color() for line in student.get_lines()}
+    assert [line.get_label() for line in teacher.get_lines()] == ["mt"]
+    assert teacher.get_lines()[0].get_color() == colours["mt"] != colours["ref"]
+    assert all(line.get_marker() == "o" for ax in (student, teacher) for line in ax.get_lines())
+
+
+def test_method_and_axis_value_are_colour_and_line_style(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    (tmp_path / MANIFEST).write_text(json.dumps({
+        "suite": "budgets.yaml", "variants": ["sup", "semi"], "seeds": [0],
+        "axis": {"key": "data.split", "label": "labels", "values": ["10", "20"]}}))
+    for variant in ("sup", "semi"):
+        for point in ("10", "20"):
+            write_run(tmp_path / variant / point / "seed0", (0.5, 0.6))
+    write_report(tmp_path, predictions=0)
+    lines = {line.get_label(): line for line in titled(figures, "student val mIoU").axes[0].get_lines()}
+    assert lines["sup · 10"].get_color() == lines["sup · 20"].get_color() != lines["semi · 10"].get_color()
+    assert lines["sup · 10"].get_linestyle() == lines["semi · 10"].get_linestyle() != lines["sup · 20"].get_linestyle()
+    by_axis = titled(figures, "student mIoU, last").axes[0]
+    assert {c.get_label(): c.lines[0].get_color() for c in by_axis.containers} == \
+        {"sup": lines["sup · 10"].get_color(), "semi": lines["semi · 10"].get_color()}

@@ -1,20 +1,32 @@
 """``ssseg suite run``: runs each variant × seed in a subprocess, skips finished runs, resumes
-unfinished ones, reports a failing run without stopping the others; ``ssseg suite status``."""
+unfinished ones, reports a failing run without stopping the others (and retries it only when
+asked), writes the report whatever failed, refuses an unwritable --out and a folder another
+``suite run`` writes; its training children die with it (SIGKILL) or save and stop when it is
+stopped (``ssseg suite cancel``); ``ssseg suite status``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import tiny_recipe_dict
+from disk_faults import fail_writes
+from fake_slurm import FakeSlurm
+from ssseg import run_lock
 from ssseg.cli import main as suite_main
 from ssseg.suite import folder, launchers, runner, train_job
 from ssseg.suite.spec import load_suite
+
+TESTS = Path(__file__).parent
+POPEN = subprocess.Popen  # fake_training replaces subprocess.Popen; helper processes are real
 
 SUITE = {
     "base": "tiny.yaml",
@@ -31,14 +43,19 @@ GOOD = ["plain/seed1", "hardness/seed1"]
 
 
 class FakeProcess:
-    """Stands in for ``subprocess.Popen`` in a job: records the command, exits with ``code``."""
+    """Stands in for ``subprocess.Popen`` in a job: records the ``ssseg train`` command (checked
+    to be tethered, in its own session), writes ``output`` into the run's log, exits with
+    ``code``."""
 
     started: list[list[str]] = []
     code = 1
+    output = ""
 
-    def __init__(self, cmd, **kwargs):
-        FakeProcess.started.append(cmd)
-        self.pid, self.returncode = 1, FakeProcess.code
+    def __init__(self, cmd, stdout=None, **kwargs):
+        assert cmd[1:4] == ["-m", "ssseg.suite.tethered", str(os.getpid())] and kwargs["start_new_session"]
+        FakeProcess.started.append(cmd[4:])
+        stdout.write(FakeProcess.output)
+        self.pid, self.returncode = -1, FakeProcess.code   # no process: never signalled
 
     def poll(self):
         return self.returncode
@@ -46,9 +63,24 @@ class FakeProcess:
 
 @pytest.fixture
 def fake_training(monkeypatch):
-    FakeProcess.started = []
+    FakeProcess.started, FakeProcess.code, FakeProcess.output = [], 1, ""
     monkeypatch.setattr(train_job.subprocess, "Popen", FakeProcess)
     return FakeProcess
+
+
+def started_runs(fake, out):
+    return [Path(cmd[cmd.index("--out") + 1]).relative_to(out).as_posix() for cmd in fake.started]
+
+
+@pytest.fixture
+def small_suite(tmp_path):
+    """A suite file of two supervised variants, one seed: its path."""
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe_dict({"data": {"batch_unlabeled": 0},
+                                                                         "plugins": {"supervised": {}}})))
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump({"base": "tiny.yaml", "seeds": [0], "variants": {
+        "a": {}, "b": {"patch": {"optim": {"lr": 0.02}}}}}))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +110,25 @@ def test_every_good_run_finishes_and_a_failing_run_is_reported(suite_run):
         assert recipe["seed"] == 1 and recipe["run"]["threads"] == max(1, launchers.available_cores() // 2)
         assert folder.run_status(out / name) == ("done", "2 iterations")
     log = out / "broken" / "seed1" / folder.LOG
-    assert f"broken/seed1: failed (exit code 2); log: {log}" in stdout
+    assert f"broken/seed1: failed (exit code 2; log: {log})" in stdout
     assert "/nonexistent/ssseg" in log.read_text()
     assert folder.run_status(out / "broken" / "seed1") == ("failed", f"exit code 2; log: {log}")
-    assert "1 of 3 runs failed" in stdout
+    assert f"1 of 3 runs not done:\nbroken/seed1: failed (exit code 2; log: {log})" in stdout
     assert (out / "report.md").is_file() and (out / "report.csv").is_file()
 
 
 @pytest.mark.slow
-def test_rerunning_skips_finished_runs(suite_run, fake_training, capsys):
+def test_rerunning_skips_finished_runs_and_retries_failed_ones_only_when_asked(suite_run, fake_training, capsys):
     path, out, _, _ = suite_run
     before = {name: (out / name / "metrics.jsonl").stat().st_mtime_ns for name in GOOD}
     assert suite_main(["suite", "run", str(path), "--out", str(out)]) == 1
-    assert [Path(cmd[cmd.index("--out") + 1]).relative_to(out).as_posix() for cmd in fake_training.started] == \
-        ["broken/seed1"]
+    assert fake_training.started == []
+    text = capsys.readouterr().out
+    assert "plain/seed1: finished, skipped" in text
+    assert "broken/seed1: failed before (exit code 2; log: " in text and "--retry-failed trains it again" in text
+    assert suite_main(["suite", "run", str(path), "--out", str(out), "--retry-failed"]) == 1
+    assert started_runs(fake_training, out) == ["broken/seed1"]
     assert {name: (out / name / "metrics.jsonl").stat().st_mtime_ns for name in GOOD} == before
-    assert "plain/seed1: finished, skipped" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -130,14 +165,73 @@ def test_a_bad_suite_exits_2_before_training(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_suite_whose_runs_all_fail_still_writes_its_report(small_suite, tmp_path, fake_training, capsys):
+    fake_training.code, fake_training.output = 2, "ssseg: error: no space left on /disk (writing last.pt)\n"
+    out = tmp_path / "out"
+    assert suite_main(["suite", "run", str(small_suite), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("2 runs (2 variants × 1 seed) into ")
+    assert f"2 of 2 runs not done:\na/seed0: failed (exit code 2; log: {out / 'a/seed0/train.log'})" in captured.out
+    assert f"report: {out / 'report.md'}" in captured.out and "Traceback" not in captured.err
+    text = (out / "report.md").read_text()
+    assert "**No run has finished** (0 of 2 runs)" in text and "  ssseg: error: no space left on /disk" in text
+
+
+def test_an_unwritable_out_is_one_clear_line(small_suite, tmp_path, fake_training, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    fail_writes(monkeypatch, out, errno.EROFS)
+    assert suite_main(["suite", "run", str(small_suite), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"ssseg: error: cannot write in the output folder {out} (Read-only file "
+                                       "system); choose another --out\n")
+    assert fake_training.started == [] and list(out.iterdir()) == []
+
+
+HOLDER = """
+import sys
+from ssseg import run_lock
+with run_lock.acquire(sys.argv[1], "ssseg suite run"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_suite_run_on_a_folder_in_use_is_refused(small_suite, tmp_path, fake_training, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = POPEN([sys.executable, "-c", HOLDER, str(out / folder.SUITE_LOCK)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert suite_main(["suite", "run", str(small_suite), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ssseg: error: {out} is in use by ssseg suite run (pid {holder.pid} on ")
+        assert err.endswith(f"wait for it to end, or stop it with `ssseg suite cancel {out}`\n")
+        assert fake_training.started == [] and not (out / folder.MANIFEST).exists()
+    finally:
+        holder.communicate("")
+    assert not (out / folder.SUITE_LOCK).exists()
+    fake_training.code = 0
+    assert suite_main(["suite", "run", str(small_suite), "--out", str(out)]) == 1   # fake runs leave no metrics
+    assert started_runs(fake_training, out) == ["a/seed0", "b/seed0"]
+
+
 def test_records_skip_a_line_a_kill_cut_short(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1, "event": "eval", "student/miou": 0.5}\n'
                                             '{"iteration": 2, "event": "ev')
     assert [r["iteration"] for r in folder.read_records(tmp_path, "eval")] == [1]
 
 
-@pytest.mark.slow  # starts a process for a pid that is gone
-def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow  # starts processes for pids that are gone
+def test_status_shows_each_runs_state_from_the_folder(tmp_path, capsys, monkeypatch):
+    FakeSlurm(tmp_path / "slurm", monkeypatch)       # sacct knows no job
     runs = ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "b/seed1", "b/seed2", "b/seed3"]
     (tmp_path / folder.MANIFEST).write_text(json.dumps({"runs": runs}))
     for name in runs:
@@ -155,7 +249,11 @@ def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
     gone.wait()
     folder.mark(tmp_path / "b/seed1", "running", pid=gone.pid)
     folder.mark(tmp_path / "b/seed3", "queued", pid=gone.pid)
+    zombie = subprocess.Popen(["true"])            # ended, not yet reaped: os.kill(pid, 0) still succeeds
+    wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] == "Z")
+    folder.mark(tmp_path / "b/seed2", "running", pid=zombie.pid)
     assert suite_main(["suite", "status", str(tmp_path)]) == 0
+    zombie.wait()
     lines = capsys.readouterr().out.splitlines()
     host = os.uname().nodename
     assert lines == [
@@ -164,7 +262,79 @@ def test_status_shows_each_runs_state_from_the_folder_alone(tmp_path, capsys):
         "a/seed2: failed (exit code 2; log: /logs/a2.log)",
         "b/seed0: queued (slurm job 77_3; job log: /s/77_3_0_log.err)",
         f"b/seed1: stopped (iteration 0 of 4; its process ended without a word (see {tmp_path / 'b/seed1/train.log'}))",
-        "b/seed2: new",
+        f"b/seed2: stopped (iteration 0 of 4; its process ended without a word (see {tmp_path / 'b/seed2/train.log'}))",
         "b/seed3: new (the suite run that queued it has ended)",
-        "1 done, 1 running, 1 failed, 1 queued, 1 stopped, 2 new",
+        "1 done, 1 running, 1 failed, 1 queued, 2 stopped, 1 new",
     ]
+
+
+SITECUSTOMIZE = '''
+import os, sys
+if os.environ.get("FAKE_TRAINING"):   # `ssseg suite run` trains with a sleeper that saves on a signal
+    from ssseg.suite import train_job
+
+    def train_command(run_dir, *args, **kwargs):
+        return [sys.executable, "-c", os.environ["FAKE_TRAINING"]]
+
+    train_job.train_command = train_command
+'''
+SLEEPER = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+signal.signal(signal.SIGINT, lambda *a: sys.exit(130))
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def suite_process(small_suite, tmp_path):
+    """Start ``ssseg suite run`` of the small suite in a process whose training sleeps until a
+    signal; returns (process, output folder, the first run's training pid) once it trains."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(os.environ, FAKE_TRAINING=SLEEPER,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])))
+    out = tmp_path / "out"
+    process = POPEN([sys.executable, "-m", "ssseg", "suite", "run", str(small_suite), "--out", str(out)],
+                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = out / "a/seed0" / folder.STATE
+    try:
+        wait_for(lambda: (folder.read_json(state) or {}).get("state") == "running", timeout=120)
+        yield process, out, folder.read_json(state)["pid"]
+    finally:
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.slow
+def test_a_killed_suite_run_takes_its_training_down_and_a_rerun_takes_over(suite_process, small_suite,
+                                                                           fake_training, capsys):
+    process, out, child = suite_process
+    assert os.getpgid(child) == child != os.getpgid(process.pid)   # the training has its own group
+    process.kill()
+    process.wait()
+    wait_for(lambda: not run_lock.process_alive(child), timeout=15)  # SIGTERM from its tether: it stopped
+    assert folder.run_status(out / "a/seed0")[0] == "stopped"
+    assert run_lock.read_holder(out / folder.SUITE_LOCK).pid == process.pid   # left by the kill
+    fake_training.code = 0
+    assert suite_main(["suite", "run", str(small_suite), "--out", str(out)]) == 1   # fake runs leave no metrics
+    assert started_runs(fake_training, out) == ["a/seed0", "b/seed0"]
+    err = capsys.readouterr().err
+    assert f"taking over {out / folder.SUITE_LOCK}: ssseg suite run (pid {process.pid} on " in err
+    assert "no longer runs" in err and not (out / folder.SUITE_LOCK).exists()
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_local_suite_run_whose_training_saves_and_stops(suite_process, capsys):
+    process, out, child = suite_process
+    assert suite_main(["suite", "cancel", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"stopping ssseg suite run (pid {process.pid} on ") and "stopped;" in said
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 143 and "stopped by SIGTERM: the running runs saved a checkpoint" in output
+    assert not run_lock.process_alive(child)
+    assert folder.run_status(out / "a/seed0")[0] == "stopped"
+    assert folder.read_json(out / "a/seed0" / folder.STATE)["exit_code"] == 143
+    assert folder.run_status(out / "b/seed0") == ("new", "the suite run that queued it has ended")
+    assert suite_main(["suite", "cancel", str(out)]) == 0
+    assert capsys.readouterr().out == f"nothing to cancel in {out}: no run is queued or running\n"

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_recipe_dict
+from ssseg.cli import main
 from ssseg.recipe.load import build_recipe, load_recipe
 from ssseg.recipe.structure import ConfigError
 from ssseg.suite.spec import Suite, Variant, load_suite, variant_data
@@ -65,9 +66,9 @@ def test_expansion_is_variants_times_seeds_with_seed_and_command_line_overrides(
     path = write_suite(folder, {"base": "base.yaml", "seeds": [3, 4], "overrides": {"optim": {"iters": 5}},
                                 "variants": {"a": {}, "b": {"patch": {"plugins": {"fixmatch": None}}},
                                              "c": {"recipe": "base.yaml", "patch": {"optim": {"lr": 0.5}}}}})
-    suite = load_suite(path, ["optim.iters=9", "seed=100"])
+    suite = load_suite(path, ["optim.iters=9"])
     assert [j.name for j in suite.jobs] == ["a/seed3", "a/seed4", "b/seed3", "b/seed4", "c/seed3", "c/seed4"]
-    assert [j.recipe.seed for j in suite.jobs] == [3, 4] * 3   # the suite owns the seeds
+    assert [j.recipe.seed for j in suite.jobs] == [3, 4] * 3
     assert {j.recipe.optim.iters for j in suite.jobs} == {9}
     assert "fixmatch" not in suite.jobs[2].recipe.plugins and suite.jobs[4].recipe.optim.lr == 0.5
     assert suite.spec.reference is None and suite.supervised_variants == ()
@@ -122,12 +123,37 @@ def test_an_axis_is_crossed_with_variants_and_seeds_and_set_after_patches_and_ov
                                 "variants": {"sup": {"patch": {"data": {"batch_unlabeled": 0}, "plugins": {
                                     "mean_teacher": None, "fixmatch": None, "supervised": {}}}},
                                              "uni": {"patch": {"data": {"split": "2"}}}}})
-    suite = load_suite(path, ["data.split=6"])
+    suite = load_suite(path)
     assert [j.name for j in suite.jobs] == ["sup/4/seed0", "sup/4/seed1", "sup/8/seed0", "sup/8/seed1",
                                             "uni/4/seed0", "uni/4/seed1", "uni/8/seed0", "uni/8/seed1"]
-    assert [j.recipe.data.split for j in suite.jobs] == ["4", "4", "8", "8"] * 2  # the suite owns the axis
+    assert [j.recipe.data.split for j in suite.jobs] == ["4", "4", "8", "8"] * 2  # the axis over the patch
     assert [j.recipe.seed for j in suite.jobs] == [0, 1] * 4
     assert suite.spec.axis.title == "labels" and suite.supervised_variants == ("sup",)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=7", "-o seed=7: the suite sets seed in every run (seeds 0, 1 in {path}); choose the seeds with "
+               "--seeds, e.g. --seeds 0 or --seeds 0,1"),
+    ("data.split=20", "-o data.split=20: the suite's axis sets data.split in every run (values 4, 8 in {path}); "
+                      "change axis.values in the suite file"),
+    ("data={split: 20, crop: 32}", "-o data={split: 20, crop: 32}: the suite's axis sets data.split"),
+])
+def test_an_override_of_the_seed_or_the_axis_key_is_refused_with_the_reason(folder, capsys, override, message):
+    path = write_suite(folder, {"base": "base.yaml", "seeds": [0, 1], "variants": {"a": {}},
+                                "axis": {"key": "data.split", "values": [4, 8]}}, "owned.yaml")
+    assert main(["suite", "run", str(path), "--dry-run", "--out", str(folder / "x"), "-o", override]) == 2
+    assert capsys.readouterr().err.startswith("ssseg: error: " + message.replace("{path}", str(path)))
+    assert load_suite(path, ["data.crop=32"]).jobs[0].recipe.data.crop == 32   # other keys are fine
+
+
+def test_seeds_replace_the_suites_seeds(folder, capsys):
+    path = write_suite(folder, {"base": "base.yaml", "seeds": [0, 1, 2], "variants": {"a": {}, "b": {}}}, "seeds.yaml")
+    assert [(j.name, j.recipe.seed) for j in load_suite(path, seeds=[5]).jobs] == [("a/seed5", 5), ("b/seed5", 5)]
+    assert main(["suite", "run", str(path), "--dry-run", "--out", str(folder / "y"), "--seeds", "0"]) == 0
+    assert capsys.readouterr().out.splitlines()[::2] == ["a/seed0: new (2 iterations)", "b/seed0: new (2 iterations)"]
+    for seeds, message in (("0,0", "--seeds 0,0: expected distinct seeds"), ("a", "--seeds a: expected whole numbers")):
+        assert main(["suite", "run", str(path), "--dry-run", "--seeds", seeds]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_a_missing_variant_recipe_is_named(folder):

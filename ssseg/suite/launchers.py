@@ -2,26 +2,32 @@
 time) or ``slurm`` (one SLURM job per run through submitit, a job array where they share their
 options, requeued after preemption or at the time limit).
 
-A launcher makes the :class:`~ssseg.suite.train_job.TrainJob` of each run, tells whether a run
-that its folder marks queued or running is still alive, and launches runs, reporting each start
-and end to a watcher (``started(name, run_dir)``, ``finished(name, code, problem)``).
+A launcher makes the :class:`~ssseg.suite.train_job.TrainJob` of each run and launches runs
+(and, under SLURM, follows those an earlier ``ssseg suite run`` submitted), reporting each
+start and end to a watcher (``started(name, run_dir)``, ``finished(name)``, and ``note(line)``
+for what the user should know). A run's outcome is read from its folder
+(:func:`~ssseg.suite.folder.run_status`), where the run's job records it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from ssseg.errors import UserError
-from ssseg.suite.folder import JOB, STATE, mark, process_gone, read_json, write_json
+from ssseg.suite import slurm
+from ssseg.suite.folder import JOB, STATE, mark, read_json, settle, slurm_states, write_json
+from ssseg.suite.results import counted
 from ssseg.suite.spec import SlurmOptions
 from ssseg.suite.train_job import TrainJob
 
 SIGNAL_DELAY_S = 180  # SLURM signals a job this long before its time limit, to save and requeue
+SLURM_POLL_S = 30.0  # how often ``--launcher slurm`` asks sacct about its jobs
 
 
 class Watcher(Protocol):
@@ -29,7 +35,31 @@ class Watcher(Protocol):
 
     def started(self, name: str, run_dir: Path) -> None: ...
 
-    def finished(self, name: str, code: int | None, problem: str | None = None) -> None: ...
+    def finished(self, name: str) -> None: ...
+
+    def note(self, line: str) -> None: ...
+
+
+class Stopped(Exception):
+    """``ssseg suite run`` received SIGINT (Ctrl-C) or SIGTERM (``ssseg suite cancel``)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`Stopped` in the main thread."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def available_cores() -> int:
@@ -53,86 +83,114 @@ class LocalLauncher:
         """The job that trains the run in ``run_dir``."""
         return TrainJob(run_dir, self.threads)
 
-    def still_active(self, run_dir: Path) -> bool:
-        """Whether a process on this host still runs (or queues) the run in ``run_dir``."""
-        record = read_json(run_dir / STATE) or {}
-        return (record.get("host") == socket.gethostname() and record.get("pid") is not None
-                and not process_gone(record))
-
-    def launch(self, runs: dict[str, TrainJob], watcher: Watcher) -> None:
-        """Train ``runs`` (name -> job) and return when all have ended."""
+    def launch(self, runs: dict[str, TrainJob], watcher: Watcher, active: dict[str, Path] | None = None) -> None:
+        """Train ``runs`` (name -> job) and return when all have ended. The ``active`` runs
+        (name -> folder), which another process still trains, are not followed: that process
+        (one of an earlier ``ssseg suite run`` on a system without tethering) records their end.
+        On :class:`Stopped`, start no queued run, pass the signal to the running ones (they save
+        a checkpoint and stop), wait for them, and raise it again."""
+        for name in active or {}:
+            watcher.note(f"{name}: trained by another process, not followed; run `ssseg suite run` "
+                         "again when it has ended")
         for job in runs.values():
             mark(job.run_dir, "queued", pid=os.getpid())
 
         def one(name: str) -> None:
             watcher.started(name, runs[name].run_dir)
-            watcher.finished(name, runs[name]())
+            runs[name]()
+            watcher.finished(name)
 
         pool = ThreadPoolExecutor(self.jobs)
         try:
             list(pool.map(one, runs))
-        finally:  # after Ctrl-C, start no queued run (the running ones save and stop on SIGINT)
+        except Stopped as stop:
+            for job in runs.values():
+                job.stop(stop.signum)
+            raise
+        finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
 class SubmititLauncher:
     """Each run as one job of a submitit executor (``slurm_executor``; in tests submitit's
-    ``LocalExecutor``), submitted together (a SLURM job array), then watched every ``poll_s``
-    seconds from the run folders and the executor's results."""
+    ``LocalExecutor``), submitted together (a SLURM job array), then followed every ``poll_s``
+    seconds with one ``sacct`` call for all of them, with the runs still queued or running from
+    an earlier submission. A job that ends before its training recorded an end (a node failure,
+    out of memory, cancelled) is recorded in its run's folder."""
 
-    def __init__(self, executor: Any, options: SlurmOptions = SlurmOptions(), poll_s: float = 30.0):
-        self.executor, self.options, self.poll_s = executor, options, poll_s
+    def __init__(self, executor: Any, options: SlurmOptions = SlurmOptions(), poll_s: float | None = None):
+        self.executor, self.options = executor, options
+        self.poll_s = SLURM_POLL_S if poll_s is None else poll_s
         self.kind = type(executor).__name__.removesuffix("Executor").lower()
-        cpus, gpus = options.cpus_per_run, options.gpus_per_run
-        self.threads = max(1, cpus // max(1, gpus)) if cpus else None
+        self.submitted: dict[str, Any] = {}  # job id -> submitit job, of this process's submissions
 
     def train_job(self, run_dir: Path) -> TrainJob:
         """The job that trains the run in ``run_dir`` (under torchrun for several GPUs or nodes)."""
-        return TrainJob(run_dir, self.threads, self.options.gpus_per_run, self.options.nodes_per_run)
+        return slurm_train_job(self.options, run_dir)
 
-    def _job(self, run_dir: Path) -> Any:
-        record = read_json(run_dir / JOB)
-        if not record or record.get("launcher") != self.kind:
-            return None
-        return self.executor.job_class(folder=self.executor.folder, job_id=record["job_id"])
+    def _job_states(self, run_dirs: Iterable[Path]) -> dict[str, str]:
+        """The scheduler's state of the runs' jobs by job id: one sacct call under SLURM; the
+        jobs this process submitted under another executor (submitit's local one)."""
+        if self.kind == "slurm":
+            return slurm_states(run_dirs)
+        return {job_id: job.state for job_id, job in self.submitted.items()}
 
-    def still_active(self, run_dir: Path) -> bool:
-        """Whether the scheduler's job of the run in ``run_dir`` has not ended."""
-        job = self._job(run_dir)
-        return job is not None and not job.done()
-
-    def launch(self, runs: dict[str, TrainJob], watcher: Watcher) -> None:
-        """Submit ``runs`` (name -> job) and return when all their jobs have ended."""
+    def _submit(self, runs: dict[str, TrainJob], watcher: Watcher) -> None:
         for job in runs.values():
             mark(job.run_dir, "queued", launcher=self.kind)
         try:
             with self.executor.batch():
-                submitted = {name: self.executor.submit(job) for name, job in runs.items()}
+                jobs = {name: self.executor.submit(job) for name, job in runs.items()}
         except Exception as err:  # noqa: BLE001 - sbatch refused (a bad partition, account, option)
             for job in runs.values():
                 (job.run_dir / STATE).unlink(missing_ok=True)
             raise UserError(f"{self.kind} refused the jobs: {str(err).strip()}") from None
-        for name, job in submitted.items():
+        for name, job in jobs.items():
+            self.submitted[job.job_id] = job
             write_json(runs[name].run_dir / JOB, {"launcher": self.kind, "job_id": job.job_id,
                                                   "log": str(job.paths.stderr)})
+        ids = [job.job_id for job in jobs.values()]
+        what = (f"job array {ids[0].split('_')[0]} (tasks {ids[0]} to {ids[-1]})" if len(ids) > 1
+                else f"job {ids[0]}")
+        watcher.note(f"submitted {counted(len(ids), 'run')} to {self.kind} as {what}")
+
+    def launch(self, runs: dict[str, TrainJob], watcher: Watcher, active: dict[str, Path] | None = None) -> None:
+        """Submit ``runs`` (name -> job) and return when their jobs and those of the ``active``
+        runs (name -> run folder) have ended."""
+        if runs:
+            self._submit(runs, watcher)
+        pending = {name: job.run_dir for name, job in runs.items()} | (active or {})
         started: set[str] = set()
-        while submitted:
-            for name, job in list(submitted.items()):
-                state = (read_json(runs[name].run_dir / STATE) or {}).get("state")
-                if name not in started and state in ("running", "done", "failed", "stopped"):
+        unanswered = False
+        while pending:
+            try:
+                states = self._job_states(pending.values())
+                unanswered = False
+            except slurm.SchedulerError as err:
+                if not unanswered:
+                    watcher.note(f"cannot ask {self.kind} about its jobs ({err}); trying again every "
+                                 f"{self.poll_s:.0f} s")
+                states, unanswered = {}, True
+            for name, run_dir in list(pending.items()):
+                state = (read_json(run_dir / STATE) or {}).get("state")
+                if name not in started and state != "queued":
                     started.add(name)
-                    watcher.started(name, runs[name].run_dir)
-                if job.done():
-                    del submitted[name]
-                    error = job.exception()
-                    if error is not None:
-                        first = str(error).strip().splitlines()
-                        watcher.finished(name, None, f"its job failed ({first[0] if first else error}); "
-                                                     f"log: {job.paths.stderr}")
-                    else:
-                        watcher.finished(name, job.result())
-            if submitted:
+                    watcher.started(name, run_dir)
+                scheduler = states.get((read_json(run_dir / JOB) or {}).get("job_id"))
+                if scheduler is not None and scheduler not in slurm.ACTIVE:
+                    settle(run_dir, scheduler)
+                    del pending[name]
+                    watcher.finished(name)
+            if pending:
                 time.sleep(self.poll_s)
+
+
+def slurm_train_job(options: SlurmOptions, run_dir: Path) -> TrainJob:
+    """The job of a SLURM run: ``options``' GPUs and nodes, ``run.threads`` = its CPUs over its
+    GPUs (unset without CPUs)."""
+    cpus, gpus = options.cpus_per_run, options.gpus_per_run
+    threads = max(1, cpus // max(1, gpus)) if cpus else None
+    return TrainJob(run_dir, threads, gpus, options.nodes_per_run)
 
 
 def slurm_parameters(options: SlurmOptions, name: str) -> dict[str, Any]:
@@ -157,12 +215,16 @@ def _submitit() -> Any:
 
 
 def slurm_executor(options: SlurmOptions, out: Path, name: str) -> Any:
-    """A submitit ``SlurmExecutor`` writing its files under ``<out>/.submitit``."""
+    """A submitit ``SlurmExecutor`` writing its files under ``<out>/.submitit``; a
+    :class:`UserError` where the SLURM commands are missing."""
     submitit = _submitit()
-    try:
-        executor = submitit.SlurmExecutor(folder=out / ".submitit" / "%j")
-    except RuntimeError as err:  # no srun on this machine
-        raise UserError(f"--launcher slurm: {err}") from None
+    missing = slurm.missing_commands()
+    if missing:
+        raise UserError(f"--launcher slurm: no {', '.join(missing)} on this machine; run it where the "
+                        f"SLURM commands are (a login node: submitit recognises a cluster by srun, "
+                        f"sbatch submits, sacct follows the jobs, scancel cancels them); --dry-run "
+                        f"shows the runs and the sbatch script anywhere")
+    executor = submitit.SlurmExecutor(folder=out / ".submitit" / "%j")
     executor.update_parameters(**slurm_parameters(options, name))
     return executor
 

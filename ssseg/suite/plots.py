@@ -1,14 +1,22 @@
 """Suite plots (PNG, matplotlib; skipped with a note when it is not installed): mIoU over
 training, final mIoU with error bars, hardness over training for variants that log it, and for a
-suite with an axis, mIoU against the axis per method."""
+suite with an axis, mIoU against the axis per method.
+
+A variant has one colour in every figure and panel; in a suite with an axis, the axis value is
+the line style (method × value = colour × line style). mIoU curves mark each evaluation.
+"""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
+from ssseg import files
 from ssseg.suite.folder import read_records
 from ssseg.suite.results import MODELS, SCORES, SuiteResults, summarize
+
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))  # one per axis value
 
 
 def band(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -29,13 +37,36 @@ def _curves(results: SuiteResults, variant: str, point: str | None, key: str, ev
     return curves
 
 
-def _band_plot(ax, results: SuiteResults, key: str, event: str, scale: float = 1.0) -> None:
+def colour(results: SuiteResults, variant: str) -> str:
+    """The variant's colour in every figure: matplotlib's ``C<k>`` for the k-th variant."""
+    return f"C{results.variants.index(variant) % 10}"
+
+
+def line_style(results: SuiteResults, variant: str, point: str | None) -> dict[str, Any]:
+    """Colour (the variant's) and line style (the axis value's) of a row's curves."""
+    return {"color": colour(results, variant),
+            "linestyle": LINE_STYLES[results.points.index(point) % len(LINE_STYLES)]}
+
+
+def _band_plot(ax, results: SuiteResults, key: str, event: str, scale: float = 1.0,
+               marker: str | None = None) -> None:
     for variant, point in results.rows():
         its, mean, lo, hi = band(_curves(results, variant, point, key, event))
         if its:
-            line, = ax.plot(its, [scale * m for m in mean], label=results.label(variant, point))
-            ax.fill_between(its, [scale * v for v in lo], [scale * v for v in hi],
-                            color=line.get_color(), alpha=0.2)
+            style = line_style(results, variant, point)
+            ax.plot(its, [scale * m for m in mean], label=results.label(variant, point), marker=marker,
+                    markersize=3, **style)
+            ax.fill_between(its, [scale * v for v in lo], [scale * v for v in hi], color=style["color"],
+                            alpha=0.15)
+
+
+def _save(plt, fig, path: Path) -> None:
+    """Write ``fig`` as a PNG replacing ``path`` whole (a full disk leaves the previous one)."""
+    try:
+        fig.tight_layout()
+        files.write_atomically(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def hardness_keys(results: SuiteResults) -> list[str]:
@@ -70,7 +101,7 @@ def _axis_plot(plt, results: SuiteResults, models: list[str], out: Path) -> tupl
                 if shown:
                     ax.errorbar([x for x, _ in shown], [100 * s.mean for _, s in shown],
                                 yerr=[100 * (s.std or 0) for _, s in shown], marker="o", capsize=3,
-                                label=variant)
+                                label=variant, color=colour(results, variant))
             if numeric and max(xs) / max(min(xs), 1e-9) >= 8:
                 ax.set_xscale("log")
             ax.set_xticks(xs, list(results.points))
@@ -78,10 +109,8 @@ def _axis_plot(plt, results: SuiteResults, models: list[str], out: Path) -> tupl
             ax.set(title=f"{model} mIoU, {score} evaluation (mean ± std over seeds)",
                    xlabel=results.axis_label, ylabel="mIoU (%)")
             ax.legend(fontsize="small")
-    fig.tight_layout()
     name = "miou_by_axis.png"
-    fig.savefig(out / name, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out / name)
     return f"mIoU against {results.axis_label}", name
 
 
@@ -97,16 +126,16 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
 
     figures = []
     models = [m for m in MODELS if any(results.evaluates(v, m) for v in results.variants)]
+    if not models:
+        return [], ["no plots: no finished run has an mIoU"]
     if results.axis_label:
         figures.append(_axis_plot(plt, results, models, out))
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models):
-        _band_plot(ax, results, f"{model}/miou", "eval", 100)
+        _band_plot(ax, results, f"{model}/miou", "eval", 100, marker="o")
         ax.set(title=f"{model} val mIoU (mean, min–max over seeds)", xlabel="iteration", ylabel="mIoU (%)")
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "miou_curves.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out / "miou_curves.png")
     figures.append(("mIoU over training", "miou_curves.png"))
 
     rows = results.rows()
@@ -120,9 +149,7 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
     ax.set_xticks(range(len(rows)), [results.label(v, p) for v, p in rows], rotation=20, ha="right")
     ax.set(title="last val mIoU (mean ± std over seeds)", ylabel="mIoU (%)")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "miou_last.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out / "miou_last.png")
     figures.append(("Last mIoU per variant", "miou_last.png"))
 
     keys = hardness_keys(results)
@@ -132,8 +159,6 @@ def write_plots(results: SuiteResults, out: Path) -> tuple[list[tuple[str, str]]
             _band_plot(ax, results, key, "train")
             ax.set(title=f"{key} (mean, min–max over seeds)", xlabel="iteration")
             ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(out / "hardness.png", dpi=100)
-        plt.close(fig)
+        _save(plt, fig, out / "hardness.png")
         figures.append(("Hardness over training", "hardness.png"))
     return figures, []

@@ -17,6 +17,7 @@ from ssseg.engine.precision import autocast
 from ssseg.engine.evaluator import Evaluator
 from ssseg.engine.run import Run, build_run
 from ssseg.errors import UserError
+from ssseg.files import write_atomically
 from ssseg.models import eval_mode
 from ssseg.recipe.load import build_recipe, read_yaml
 from ssseg.recipe.schema import Recipe
@@ -24,6 +25,8 @@ from ssseg.suite.results import SuiteResults
 
 IGNORE_COLOUR = (255, 255, 255)
 CELL = 128  # grid cell height in pixels
+LINE = 12  # height of a line of text in a grid
+SWATCH = 9  # side of a legend's colour swatch
 
 
 def colour_mask(mask: Tensor, palette: tuple[tuple[int, int, int], ...], ignore_index: int = 255) -> Image.Image:
@@ -90,21 +93,67 @@ def _cell(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize((width, CELL), Image.Resampling.NEAREST)
 
 
-def grid(columns: dict[str, list[Image.Image]]) -> Image.Image:
-    """Columns of equally many images under their titles, each scaled to a height of ``CELL``."""
+def title_lines(draw: ImageDraw.ImageDraw, title: str, width: int) -> list[str]:
+    """``title`` in lines that fit ``width`` pixels, broken at spaces (a longer word anywhere)."""
+    lines: list[str] = []
+    for word in title.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+            continue
+        while len(word) > 1 and draw.textlength(word) > width:
+            cut = max((k for k in range(1, len(word)) if draw.textlength(word[:k]) <= width), default=1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines or [""]
+
+
+def _legend_layout(draw: ImageDraw.ImageDraw, legend: list[tuple[str, tuple[int, int, int]]],
+                   width: int) -> list[tuple[int, int, str, tuple[int, int, int]]]:
+    """(x, y, name, colour) of each legend entry, in rows that fit ``width`` pixels."""
+    placed, x, y = [], 0, 0
+    for name, rgb in legend:
+        size = SWATCH + 4 + round(draw.textlength(name)) + 12
+        if x and x + size > width:
+            x, y = 0, y + LINE
+        placed.append((x, y, name, rgb))
+        x += size
+    return placed
+
+
+def grid(columns: dict[str, list[Image.Image]],
+         legend: list[tuple[str, tuple[int, int, int]]] | None = None) -> Image.Image:
+    """Columns of equally many images under their titles (wrapped to the column's width), each
+    scaled to a height of ``CELL``; below them, ``legend``: a colour swatch per (name, colour)."""
     cells = {t: [_cell(im) for im in ims] for t, ims in columns.items()}
     widths = [max(im.width for im in ims) for ims in cells.values()]
     rows = len(next(iter(cells.values())))
-    header = 16
-    canvas = Image.new("RGB", (sum(widths) + 4 * len(widths), header + rows * (CELL + 4)), "white")
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    titles = [title_lines(draw, title, width - 4) for title, width in zip(cells, widths)]
+    header = LINE * max(len(lines) for lines in titles) + 4
+    canvas_width = sum(widths) + 4 * len(widths)
+    body = header + rows * (CELL + 4)
+    entries = _legend_layout(draw, legend or [], canvas_width - 4)
+    height = body + (entries[-1][1] + LINE + 4 if entries else 0)
+    canvas = Image.new("RGB", (canvas_width, height), "white")
     draw = ImageDraw.Draw(canvas)
     x = 0
-    for (title, ims), width in zip(cells.items(), widths):
-        draw.text((x + 2, 2), title[: max(4, width // 6)], fill="black")
+    for lines, ims, width in zip(titles, cells.values(), widths):
+        for k, line in enumerate(lines):
+            draw.text((x + 2, 2 + LINE * k), line, fill="black")
         for row, im in enumerate(ims):
             canvas.paste(im, (x, header + row * (CELL + 4)))
         x += width + 4
+    for x, y, name, rgb in entries:
+        top = body + y
+        draw.rectangle((x + 2, top + 1, x + 2 + SWATCH, top + 1 + SWATCH), fill=tuple(rgb), outline="black")
+        draw.text((x + SWATCH + 6, top), name, fill="black")
     return canvas
+
+
+def class_legend(run: Run) -> list[tuple[str, tuple[int, int, int]]]:
+    """(class name, colour) of each class of the run's data, and the colour of ignored pixels."""
+    return [*zip(run.data.class_names, run.data.palette), ("ignored", IGNORE_COLOUR)]
 
 
 def val_columns(run: Run, count: int) -> tuple[list[dict[str, Tensor]], dict[str, list[Image.Image]]]:
@@ -134,8 +183,9 @@ def evaluation_grid(run: Run, models: dict[str, torch.nn.Module], count: int = 4
 def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[str, str]:
     """``predictions.png``: the first ``count`` validation images, their ground truth, and each
     row's student prediction (variant and axis value; first seed with a finished run, its
-    ``last.pt``)."""
+    ``last.pt``), with the classes' colours below."""
     columns: dict[str, list[Image.Image]] = {}
+    run = None
     for variant, point in results.rows():
         if not results.eval_records[variant, point]:
             continue
@@ -145,7 +195,8 @@ def prediction_grid(results: SuiteResults, out: Path, count: int = 4) -> tuple[s
         samples, first = val_columns(run, count)
         columns = columns or first
         columns[results.label(variant, point)] = prediction_column(run, module, samples)
-    if not columns:
+    if run is None:
         raise UserError("no finished run to predict with")
-    grid(columns).save(out / "predictions.png")
+    image = grid(columns, class_legend(run))
+    write_atomically(out / "predictions.png", lambda file: image.save(file, format="PNG"))
     return "Predictions on the first validation images (student, first seed)", "predictions.png"

@@ -1,18 +1,25 @@
 """The suite report, written as ``report.md`` and ``report.csv`` with its figures: mIoU over seeds
 (last and best evaluation), paired differences to the reference with a 95% t interval, per-class
-IoU, and, for a suite with an axis, the table as the papers print it (methods × axis values)."""
+IoU, and, for a suite with an axis, the table as the papers print it (methods × axis values). The
+runs that did not finish are listed with their state, and a failed run with its log's last lines;
+a suite where no run finished gets a report that says so and lists them."""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
+from ssseg import files, run_lock
 from ssseg.errors import UserError
+from ssseg.suite.folder import REPORT_LOCK, log_tail, run_status
 from ssseg.suite.plots import write_plots
 from ssseg.suite.predict import prediction_grid
-from ssseg.suite.results import (MODELS, SCORES, Difference, Summary, SuiteResults, load_results,
-                                 paired_difference, summarize)
+from ssseg.suite.results import (MODELS, SCORES, Difference, Summary, SuiteResults, counted, load_results,
+                                 paired_difference, summarize, t975)
+
+REPORT_WAIT_S = 300.0  # how long a report waits for another process writing a report into the same folder
 
 CSV_COLUMNS = ("variant", "axis_value", "metric", "n", "mean", "std", "diff", "ci_low", "ci_high", "pairs")
 
@@ -98,8 +105,43 @@ def paper_tables(results: SuiteResults, models: list[str]) -> list[str]:
     return lines
 
 
+def _interval_note(seeds: int) -> str:
+    if seeds < 2:
+        return "With 1 seed there is no interval: add seeds to get one."
+    return (f"With few seeds the intervals are wide (t = {t975(seeds - 1):.2f} for "
+            f"{counted(seeds, 'seed')}).")
+
+
+def unfinished_runs(results: SuiteResults) -> list[str]:
+    """Markdown list items of the runs that did not finish: each with its state from its folder,
+    and a failed run with its log's last lines."""
+    lines = []
+    for name in results.unfinished:
+        state, detail = run_status(results.out / name)
+        lines.append(f"- `{name}`: {state}" + (f" ({detail})" if detail else ""))
+        if state == "failed":
+            log, tail = log_tail(results.out / name)
+            if tail:
+                lines += [f"  last lines of {log}:", "", "  ```", *(f"  {line}" for line in tail), "  ```"]
+    return lines
+
+
+def _nothing_finished(results: SuiteResults, notes: list[str]) -> str:
+    total = len(results.unfinished)
+    lines = [f"# Suite report: {Path(results.suite).stem}", "",
+             f"Suite `{results.suite}`, seeds {', '.join(map(str, results.seeds))}.", "",
+             f"**No run has finished** (0 of {counted(total, 'run')}), so there is nothing to compare "
+             f"yet. Each run's state, as its folder records it (`ssseg suite status {results.out}` also "
+             "asks SLURM):", "", *unfinished_runs(results)]
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: SuiteResults, figures: list[tuple[str, str]], notes: list[str]) -> str:
     """The report as Markdown; ``figures`` are (title, file name) pairs beside report.md."""
+    if not results.finished:
+        return _nothing_finished(results, notes)
     models = [m for m in MODELS if any(results.evaluates(v, m) for v in results.variants)]
     metrics = [f"{m}/{k}" for m in models for k in SCORES]
     names = [m.replace("/", " ") for m in metrics]
@@ -126,7 +168,7 @@ def markdown(results: SuiteResults, figures: list[tuple[str, str]], notes: list[
               "Percentage points, paired by seed: the mean of (variant − reference) over the seeds "
               "both finished, with its 95% confidence interval mean ± t(0.975, n−1)·s/√n "
               "(Student's t, n pairs). An interval that excludes 0 is a difference the seeds "
-              "support; with few seeds the intervals are wide (t = 4.30 for 3 seeds).", ""]
+              f"support. {_interval_note(len(results.seeds))}", ""]
     if "teacher" in models and not results.evaluates(reference, "teacher"):
         lines += [f"`{reference}` has no teacher: teacher columns compare to its student.", ""]
     rows = [[f"`{results.label(v, p)}`", *(_versus_reference(results, v, p, m) for m in metrics)]
@@ -142,8 +184,8 @@ def markdown(results: SuiteResults, figures: list[tuple[str, str]], notes: list[
         lines += ["", "## Figures", ""]
         lines += [f"### {title}\n\n![{title}]({name})\n" for title, name in figures]
     if results.unfinished:
-        lines += ["", "## Unfinished runs (left out)", "",
-                  *(f"- `{r}` (see its train.log)" for r in results.unfinished)]
+        lines += ["", f"## Runs not finished (left out): {len(results.unfinished)} of "
+                      f"{counted(len(results.unfinished) + results.finished, 'run')}", "", *unfinished_runs(results)]
     if notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
@@ -152,20 +194,31 @@ def markdown(results: SuiteResults, figures: list[tuple[str, str]], notes: list[
 def write_report(out: Path, predictions: int = 4, into: Path | None = None) -> Path:
     """Write ``report.md``, ``report.csv`` and the figures (plots when matplotlib is importable;
     a grid of the first ``predictions`` validation images per row) of the suite folder ``out``
-    into ``into`` (default: ``out``)."""
+    into ``into`` (default: ``out``), holding its report lock (a second writer waits). Each file
+    is replaced whole; a full or read-only disk is a :class:`~ssseg.files.WriteError`."""
     results = load_results(out)
     into = into or out
-    into.mkdir(parents=True, exist_ok=True)
-    with open(into / "report.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_COLUMNS)
+    lock_path = into / REPORT_LOCK
+    try:
+        into.mkdir(parents=True, exist_ok=True)
+        lock = run_lock.acquire(lock_path, "ssseg suite report", wait_s=REPORT_WAIT_S,
+                                advice="it writes a report into the same folder; try again when it has ended")
+    except OSError as err:
+        raise files.write_error(err, lock_path, replacing=False) from None
+    with lock:
+        table = io.StringIO()
+        writer = csv.DictWriter(table, CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_rows(results))
-    figures, notes = write_plots(results, into)
-    if predictions:
-        try:
-            figures.append(prediction_grid(results, into, predictions))
-        except UserError as err:
-            notes.append(f"no prediction grid: {err}")
-    path = into / "report.md"
-    path.write_text(markdown(results, figures, notes))
+        files.write_text(into / "report.csv", table.getvalue())
+        figures, notes = write_plots(results, into) if results.finished else ([], [])
+        if predictions and results.finished:
+            try:
+                figures.append(prediction_grid(results, into, predictions))
+            except files.WriteError:
+                raise
+            except UserError as err:
+                notes.append(f"no prediction grid: {err}")
+        path = into / "report.md"
+        files.write_text(path, markdown(results, figures, notes))
     return path

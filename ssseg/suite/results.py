@@ -23,6 +23,11 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+def counted(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless ``n`` is 1: ``1 run``, ``3 seeds``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def t975(df: int) -> float:
     """The 0.975 quantile of Student's t with ``df`` degrees of freedom (a table up to 30, then
     the Cornish-Fisher expansion, within 0.001)."""
@@ -137,6 +142,11 @@ class SuiteResults:
         if not values and metric.startswith("teacher/"):
             values = self.per_seed(self.reference, point, "student/" + metric.split("/", 1)[1])
         return values
+
+    @property
+    def finished(self) -> int:
+        """How many runs finished."""
+        return sum(len(runs) for runs in self.eval_records.values())
 
     def class_names(self, model: str) -> list[str]:
         """Class names in the order of the evaluations."""

@@ -4,8 +4,8 @@ and seed.
 A run's recipe is built in this order, each step merged over the last with
 :func:`ssseg.recipe.load.merge`: the variant's ``recipe`` (or the suite's ``base``, with its
 ``extends:`` chain) → the suite's ``overrides`` → the variant's ``patch`` → the command line's
-``-o`` overrides → the axis value (``axis.key: value``) → ``seed: k`` (the suite owns the axis and
-the seeds).
+``-o`` overrides → the axis value (``axis.key: value``) → ``seed: k``. The suite owns the axis and
+the seeds: ``-o`` may not set them (``--seeds`` replaces the seeds).
 """
 
 from __future__ import annotations
@@ -191,14 +191,48 @@ def variant_data(spec: Suite, name: str, folder: Path, overrides: list[str] = ()
     return data
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> LoadedSuite:
+def _holds_key(data: dict[str, Any], key: str) -> bool:
+    """Whether the nested mapping ``data`` holds the dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def refuse_suite_keys(spec: Suite, path: Path, overrides: list[str]) -> None:
+    """A :class:`UserError` for an ``-o`` that sets what the suite sets in every run: the seed
+    or the axis key (it would be overwritten, silently)."""
+    for text in overrides:
+        data = parse_override(text)
+        if "seed" in data:
+            raise UserError(f"-o {text}: the suite sets seed in every run (seeds {', '.join(map(str, spec.seeds))} "
+                            f"in {path}); choose the seeds with --seeds, e.g. --seeds 0 or --seeds 0,1")
+        if spec.axis is not None and _holds_key(data, spec.axis.key):
+            raise UserError(f"-o {text}: the suite's axis sets {spec.axis.key} in every run (values "
+                            f"{', '.join(spec.points())} in {path}); change axis.values in the suite file")
+
+
+def with_seeds(spec: Suite, seeds: list[int], path: Path) -> Suite:
+    """``spec`` with its seeds replaced by ``--seeds`` (non-empty, distinct)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {','.join(map(str, seeds))}: expected distinct seeds, e.g. --seeds 0 or "
+                        f"--seeds 0,1 (the suite {path} has {', '.join(map(str, spec.seeds))})")
+    return attrs.evolve(spec, seeds=tuple(seeds))
+
+
+def load_suite(path: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> LoadedSuite:
     """Read a suite and resolve every variant × axis value × seed into a validated recipe (plugin
     configs included), so that a bad variant fails before anything trains, naming the file and
-    variant."""
+    variant. ``overrides`` (``-o``) apply to every run but may not set the seed or the axis key;
+    ``seeds`` replace the suite's."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("", "suite file not found", str(path))
     spec = read_suite(path)
+    if seeds is not None:
+        spec = with_seeds(spec, seeds, path)
+    refuse_suite_keys(spec, path, overrides)
     grid = [(p, i if spec.axis else None, seed) for i, p in enumerate(spec.points()) for seed in spec.seeds]
     jobs = []
     for name in spec.variants:
