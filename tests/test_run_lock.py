@@ -34,6 +34,7 @@ def holder(path, wait_s=0.0) -> subprocess.Popen:
                             stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_naming_the_holder_until_it_releases(tmp_path):
     path = tmp_path / "suite.lock"
     first = holder(path)
@@ -54,6 +55,7 @@ def test_a_second_process_is_refused_naming_the_holder_until_it_releases(tmp_pat
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_a_waiting_process_gets_the_lock_when_the_holder_releases_it(tmp_path):
     path = tmp_path / "report.lock"
     first = holder(path)
@@ -66,6 +68,7 @@ def test_a_waiting_process_gets_the_lock_when_the_holder_releases_it(tmp_path):
     waiting.communicate("")
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path):
     path = tmp_path / "suite.lock"
     first = holder(path)
@@ -81,6 +84,7 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path):
 
 
 @pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.slow
 def test_of_processes_that_race_for_a_lock_exactly_one_gets_it(tmp_path, stale):
     path = tmp_path / "suite.lock"
     if stale:                                    # a killed holder's lock: all race to take it over
@@ -107,6 +111,7 @@ def test_the_lock_is_released_on_an_exception_and_a_lock_of_another_host_is_not_
         run_lock.acquire(path, "me")
 
 
+@pytest.mark.slow
 def test_process_liveness_sees_zombies_and_reused_pids():
     assert run_lock.process_alive(os.getpid()) and run_lock.process_alive(os.getpid(), since=time.time())
     assert not run_lock.process_alive(os.getpid(), since=0.0)   # a record from before it started: pid reused

@@ -96,6 +96,7 @@ def fast_polls(monkeypatch):
     monkeypatch.setattr(launchers, "time", types.SimpleNamespace(sleep=sleep))
 
 
+@pytest.mark.slow
 def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_asked(tmp_path, monkeypatch, capsys,
                                                                                       fast_polls):
     pytest.importorskip("submitit")
@@ -139,6 +140,7 @@ def test_a_failed_array_is_reported_at_once_recorded_and_not_resubmitted_unless_
     assert "a/seed0: new (slurm job 4243_0 was cancelled; `ssseg suite run` trains it)" in text
 
 
+@pytest.mark.slow
 def test_jobs_of_an_earlier_suite_run_are_followed_and_cancelled(tmp_path, monkeypatch, capsys, fast_polls):
     pytest.importorskip("submitit")
     slurm = FakeSlurm(tmp_path / "slurm", monkeypatch)

@@ -196,6 +196,7 @@ with run_lock.acquire(sys.argv[1], "ssseg suite run"):
 """
 
 
+@pytest.mark.slow
 def test_a_second_suite_run_on_a_folder_in_use_is_refused(small_suite, tmp_path, fake_training, capsys):
     out = tmp_path / "out"
     out.mkdir()
