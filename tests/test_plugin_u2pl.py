@@ -76,7 +76,9 @@ def test_keeps_the_plugin_contract(plugin_contract):
 
 
 def test_shipped_recipes_pair_the_teacher_schedule_with_the_warm_start():
-    for path in ("recipes/u2pl.yaml", "recipes/paper/u2pl_voc_classic.yaml"):
+    paths = ["recipes/u2pl.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes/paper").glob("u2pl_*.yaml"))]
+    assert len(paths) == 4
+    for path in paths:
         plugins = validate_recipe(REPO / path).plugins
         teacher, u2pl = plugins["mean_teacher"], plugins["u2pl"]
         assert teacher["warmup_epochs"] == u2pl["sup_only_epochs"] + 1, path
