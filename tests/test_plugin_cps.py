@@ -37,7 +37,8 @@ def cps_recipe(patch=None, **config):
 
 # -- 1. the contract ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", [{}, {"cutmix": True}], ids=["plain", "cutmix"])
+@pytest.mark.parametrize("config", [{}, {"cutmix": True}, {"head_init": "released"}],
+                         ids=["plain", "cutmix", "released_head_init"])
 def test_keeps_the_plugin_contract(plugin_contract, config):
     # compose_with={}: CPS plans its own views and needs no teacher (pseudo-label source "none"),
     # so every rule applies; "order" has no companion to reorder and passes trivially (see below).

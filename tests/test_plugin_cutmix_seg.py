@@ -139,8 +139,10 @@ def test_colour_option_jitters_the_students_view_as_the_later_run_scripts():
     assert not torch.equal(expected, batch.image)
 
 
-def test_contract(plugin_contract):
-    plugin_contract(CutMixSeg, config={"threshold": 0.5})
+@pytest.mark.parametrize("options", [{}, {"colour": True, "rampup_epochs": 2, "corners": "uniform"}],
+                         ids=["default", "options"])
+def test_contract(plugin_contract, options):
+    plugin_contract(CutMixSeg, config={"threshold": 0.5, **options})
 
 
 pytest_plugins = ["ssseg.testing"]

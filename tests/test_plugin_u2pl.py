@@ -71,8 +71,10 @@ def test_defaults_are_the_released_voc_values_and_errors_name_the_parameter():
         instantiate("u2pl", {"contrastive": "other"})
 
 
-def test_keeps_the_plugin_contract(plugin_contract):
-    plugin_contract(U2PL, config=SMALL, compose_with={"mean_teacher": {}})
+@pytest.mark.parametrize("released", [{}, {"contrastive_labels": "released", "shared_boxes": True}],
+                         ids=["default", "released_labels_and_boxes"])
+def test_keeps_the_plugin_contract(plugin_contract, released):
+    plugin_contract(U2PL, config={**SMALL, **released}, compose_with={"mean_teacher": {}})
 
 
 def test_shipped_recipes_pair_the_teacher_schedule_with_the_warm_start():
