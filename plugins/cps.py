@@ -50,7 +50,8 @@ Differences from the released code:
   released Cityscapes configs use OHEM for both networks.
 - f2's auxiliary head (``model.aux_head``) gets no loss; the released networks have none.
 - Gradient scale: the released code divides each loss by the number of GPUs W inside the graph;
-  the paper recipes use the equivalent single-process lr and weight decay (families.md 1.9).
+  the paper recipes use the equivalent single-process lr and weight decay (derived in
+  recipes/paper/cps_voc_classic.yaml).
 - Only f1 is evaluated, as released; ``evaluate_f2: true`` evaluates f2 too (as "f2").
 - Initialisation: f1 and f2 start from the recipe's encoder weights and smp's head initialisation
   (He-uniform decoder, Xavier-uniform classifier with bias 0) drawn with their own seeds;
