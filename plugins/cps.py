@@ -50,11 +50,27 @@ Differences from the released code:
   released Cityscapes configs use OHEM for both networks.
 - f2's auxiliary head (``model.aux_head``) gets no loss; the released networks have none.
 - Gradient scale: the released code divides each loss by the number of GPUs W inside the graph;
-  the paper recipes use the equivalent single-process lr and weight decay (families.md 1.9).
+  the paper recipes use the equivalent single-process lr and weight decay (derived in
+  recipes/paper/cps_voc_classic.yaml).
 - Only f1 is evaluated, as released; ``evaluate_f2: true`` evaluates f2 too (as "f2").
+- Initialisation: f1 and f2 start from the recipe's encoder weights and smp's head initialisation
+  (He-uniform decoder, Xavier-uniform classifier with bias 0) drawn with their own seeds;
+  ``head_init: released`` re-draws every convolution outside the encoder of both networks as
+  TorchSemiSeg does (He-normal, fan in, ReLU gain √2; biases PyTorch's default U(±1/√fan_in);
+  BatchNorm weight 1, bias 0), f1 from the recipe's seed and f2 from ``f2_seed``. The two rules
+  give the decoder the same variance, the 256 → C classifier 2/256 instead of 2/(256 + C).
+- Data order: the released plain-CPS unlabeled loader never calls ``set_epoch``, so its images come
+  in the same order every epoch (new augmentation each time); ssseg reshuffles every epoch (the
+  sampler is the core's). Every image is still seen once per epoch; only the batch composition,
+  and so the BatchNorm statistics each image meets, repeats there.
+- Crop padding: the released crop pads the image with 0 after normalisation (the mean colour;
+  ``data.pad_color: imagenet_mean`` gives 123, 116, 103 of 123.7, 116.3, 103.5) on both sides of
+  the image by half, ssseg on the bottom and right.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import attrs
 import torch
@@ -109,6 +125,28 @@ def random_cycle(batch_size: int, generator: torch.Generator) -> Tensor:
     return partner
 
 
+@torch.no_grad()
+def released_head_init(model: nn.Module, generator: torch.Generator) -> None:
+    """TorchSemiSeg's ``init_weight`` on everything of an ssseg model outside its encoder: every
+    convolution's weight He-normal (fan in, gain √2) and its bias, if any, U(±1/√fan_in)
+    (PyTorch's default, which the released code leaves); every BatchNorm weight 1, bias 0. Draws
+    on the CPU from ``generator``, module by module in registration order."""
+    encoder = {id(m) for m in model.net.encoder.modules()}
+    for module in model.modules():
+        if id(module) in encoder:
+            continue
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.weight[0].numel()
+            weight = torch.empty(module.weight.shape).normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
+            module.weight.copy_(weight)
+            if module.bias is not None:
+                bound = fan_in ** -0.5
+                module.bias.copy_(torch.empty(module.bias.shape).uniform_(-bound, bound, generator=generator))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
 def cross_supervision(z1: Tensor, z2: Tensor, y1: Tensor, y2: Tensor) -> Tensor:
     """L_cps = CE(z1, Y2) + CE(z2, Y1), each a mean over every pixel."""
     return F.cross_entropy(z1, y2) + F.cross_entropy(z2, y1)
@@ -124,12 +162,15 @@ class CPS(Plugin):
     class Config:
         """``cutmix``: the CPS + CutMix variant. ``f2_seed``: f2's initialisation seed (default:
         the recipe's seed + 1). ``released_pairing``: with CutMix, the partner is another weak view
-        of the image itself (see the module docstring). ``evaluate_f2``: evaluate f2 beside f1."""
+        of the image itself (see the module docstring). ``evaluate_f2``: evaluate f2 beside f1.
+        ``head_init``: ``smp`` (the model's own) or ``released`` (:func:`released_head_init` on
+        f1 and f2)."""
 
         cutmix: bool = False
         f2_seed: int | None = None
         released_pairing: bool = False
         evaluate_f2: bool = False
+        head_init: Literal["smp", "released"] = "smp"
 
     @property
     def view_name(self) -> str:
@@ -153,9 +194,14 @@ class CPS(Plugin):
 
     @hookimpl
     def build_modules(self, build: BuildContext) -> dict[str, nn.Module]:
-        """f2: the recipe's model with its own initialisation (seed ``f2_seed`` or seed + 1)."""
+        """f2: the recipe's model with its own initialisation (seed ``f2_seed`` or seed + 1); with
+        ``head_init: released``, f1's and f2's heads re-drawn (f1 from the recipe's seed)."""
         seed = self.config.f2_seed if self.config.f2_seed is not None else build.recipe.seed + 1
-        return {F2: build.new_model(seed)}
+        f2 = build.new_model(seed)
+        if self.config.head_init == "released":
+            released_head_init(build.student, torch.Generator().manual_seed(build.recipe.seed))
+            released_head_init(f2, torch.Generator().manual_seed(seed))
+        return {F2: f2}
 
     @hookimpl
     def request_features(self) -> FeatureRequest | None:

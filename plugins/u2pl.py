@@ -23,16 +23,17 @@ the weak unlabeled batch u (e = epoch, E = epochs, t = global iteration):
 
 Contrastive loss with unreliable pixels as negatives, at the decoder's resolution (labels, masks
 and Q^t nearest-sampled on the decoder grid). low = {x: y valid; û: H ≤ pct_{α_t}(H)},
-high = {x: y valid; û: H ≥ pct_{100−α_t}(H)}; label = y on x, ŷ on û; rank_p(c) = place of c in
-Q^t_p sorted descending (0 = top). For every class c:
+high = {x: y valid; û: H ≥ pct_{100−α_t}(H)}; label = y on x, ŷ on û, one-hot per image
+(``label_p ∋ c``: the label of pixel p is c); rank_p(c) = place of c in Q^t_p sorted descending
+(0 = top). For every class c:
 
-    A_c   = {R_p : label_p = c, low_p, Q^t_pc > δ_p}                  anchors (δ_p = 0.3)
-    z_c⁺  = mean{R^t_p : label_p = c, low_p}                           positive, no gradient
-    queue_c ← newest of queue_c ∪ {R^t_p : label_p = c, high_p, Q^t_pc < δ_n,
-                 û: r_l ≤ rank_p(c) < r_h;  x: rank_p(c) < r_l and y_p ≠ c}      (r_l, r_h = 3, 20)
+    A_c   = {R_p : label_p ∋ c, low_p, Q^t_pc > δ_p}                  anchors (δ_p = 0.3)
+    z_c⁺  = mean{R^t_p : label_p ∋ c, low_p}                           positive, no gradient
+    queue_c ← newest of queue_c ∪ {R^t_p : label_p ∋ c, high_p, Q^t_pc < δ_n,
+                 û: r_l ≤ rank_p(c) < r_h;  x: rank_p(c) < r_l and label_p ∌ c}  (r_l, r_h = 3, 20)
     ℓ_c   = mean over M anchors a ~ A_c (uniform, with replacement) of
             −log softmax_0([cos(a, z_c⁺), cos(a, n_1), …, cos(a, n_N)] / τ),  n_k ~ queue_c
-    L_c   = 1/V Σ_j ℓ_j over the V classes with a non-empty {label = c, low}; 0 when V ≤ 1
+    L_c   = 1/V Σ_j ℓ_j over the V classes with a non-empty {label ∋ c, low}; 0 when V ≤ 1
 
     L = L_s + λ_u·L_u + λ_c·L_c          λ_u = ``unsup.weight`` (1), λ_c = ``contrastive_weight``
 
@@ -54,6 +55,21 @@ Released quirks kept by default, each with an option:
   r_l ≤ rank(c) < r_h); L_c = 1/C Σ_c ℓ_c over all C classes, pairing by class. The paper's
   (M, N) = (50, 256) and λ_c = 0.1 are recipe values.
 
+Released quirks reproduced by an option that is off by default:
+
+- ``contrastive_labels: released``: the released ``label_onehot`` scatters a ``[B,1,H,W]`` index
+  along dim 0 of a ``[C,B,H,W]`` tensor, so only image 0's slot is written: image 0 of the labeled
+  and of the unlabeled batch carries the union of its batch's labels at each pixel (a multi-hot;
+  an ignored pixel of another image counts as class 0; image 0's own ignored pixels are cleared)
+  and images 1…B−1 carry none. On VOC's 4 + 4 per GPU only the first labeled and the first
+  unlabeled image give anchors, positives and queue keys, and a pixel of image 0 is an anchor of
+  every class some image has there. Off by default (``per_image``, the per-image one-hot the paper
+  describes, which is the released function with the one-hot laid out per image) because it is an
+  indexing slip, not a method choice: it discards B − 1 of B images per batch from L_c.
+- ``shared_boxes: true``: the CutMix boxes come from ``ctx.shared_generator``, so every process
+  draws the same boxes, as the released code does (one numpy seed on every rank, the boxes drawn in
+  the training loop); off by default: per-process boxes are independent draws.
+
 Where this differs from the released code, and why:
 
 - λ_c: the released L_c' = all_reduce_sum(L_c)/W is not differentiable through the reduce, so its
@@ -61,7 +77,10 @@ Where this differs from the released code, and why:
   (default 1.0, the released config value on one device); set ``contrastive_weight: 1/W`` to
   reproduce a W-GPU run (recipes/paper/u2pl_voc_classic.yaml does).
 - Padding: ssseg marks padded pixels invalid, and they enter neither the percentiles, L_u (N counts
-  valid pixels, not B·H·W) nor the pixel sets; the released loader pads labels with class 0.
+  valid pixels, not B·H·W) nor the pixel sets; the released loader pads labels with class 0 (and
+  the image with 0 after normalisation, the mean colour: ``data.pad_color: imagenet_mean``), so
+  padding is trained as background there, in L_s and, through ŷ, in L_u and L_c. It also pads
+  both sides of the image by half (ssseg: bottom and right).
 - Resolution: Q^t (softmax of the crop-resolution logits) and the masks are sampled on the
   decoder grid (pixel (i, j) ← input pixel (r·i, r·j), r = the decoder's reduction), because smp's
   classifier upsamples inside the model; the released Q^t is the softmax of the 1/4-resolution
@@ -173,6 +192,24 @@ def on_decoder_grid(x: Tensor, size: tuple[int, int], reduction: int, fill: floa
     return out[..., ::reduction, ::reduction]
 
 
+def per_image_labels(label: Tensor, num_classes: int) -> Tensor:
+    """``label_p ∋ c`` ``[N,C,h,w]`` (bool) of a label map ``[N,h,w]`` (−1: none): the one-hot of
+    each image's own label."""
+    classes = torch.arange(num_classes, device=label.device).view(1, -1, 1, 1)
+    return label.unsqueeze(1) == classes
+
+
+def released_labels(label: Tensor, num_classes: int) -> Tensor:
+    """``label_p ∋ c`` ``[N,C,h,w]`` as the released ``label_onehot`` lays it out, for one batch
+    (labeled or unlabeled) ``[N,h,w]`` (−1: none): image 0 holds, at each pixel where it has a
+    label, every class some image of the batch has there (a pixel without a label counts as class
+    0); images 1…N−1 hold none."""
+    union = per_image_labels(label.clamp_min(0), num_classes).any(0)  # [C,h,w]
+    out = torch.zeros(label.shape[0], num_classes, *label.shape[1:], dtype=torch.bool, device=label.device)
+    out[0] = union & (label[0] >= 0)
+    return out
+
+
 @attrs.frozen
 class PixelSets:
     """Per class c, boolean masks ``[N,h,w]`` on the decoder grid: the anchors A_c, the pixels
@@ -185,18 +222,19 @@ class PixelSets:
     valid: list[int]
 
 
-def pixel_sets(label: Tensor, probs: Tensor, pool: Tensor, high: Tensor, labeled_rows: int,
+def pixel_sets(labels: Tensor, probs: Tensor, pool: Tensor, high: Tensor, labeled_rows: int,
                delta_p: float, delta_n: float, ranks: tuple[int, int],
                rule: Literal["released", "paper"] = "released") -> PixelSets:
-    """The pixel sets of every class. ``label`` ``[N,h,w]`` (y on the first ``labeled_rows``
-    rows, ŷ on the rest; −1 where there is none), ``probs`` Q^t ``[N,C,h,w]``, ``pool`` the
-    anchor pool (released: low; paper: reliable) and ``high`` ``[N,h,w]``."""
-    unlabeled = torch.arange(label.shape[0], device=label.device).view(-1, 1, 1) >= labeled_rows
+    """The pixel sets of every class. ``labels`` ``[N,C,h,w]`` (bool) whether pixel p is labelled
+    c (y on the first ``labeled_rows`` rows, ŷ on the rest; :func:`per_image_labels` or
+    :func:`released_labels`), ``probs`` Q^t ``[N,C,h,w]``, ``pool`` the anchor pool (released:
+    low; paper: reliable) and ``high`` ``[N,h,w]``."""
+    unlabeled = torch.arange(labels.shape[0], device=labels.device).view(-1, 1, 1) >= labeled_rows
     rank = probs.argsort(1, descending=True).argsort(1)  # rank_p(c), 0 = most probable
     r_l, r_h = ranks
     anchors, positives, negatives, valid = [], [], [], []
     for c in range(probs.shape[1]):
-        is_c, q_c, rank_c = label == c, probs[:, c], rank[:, c]
+        is_c, q_c, rank_c = labels[:, c], probs[:, c], rank[:, c]
         region = is_c & pool
         anchor = region & (q_c > delta_p)
         rank_ok = torch.where(unlabeled, (rank_c >= r_l) & (rank_c < r_h), (rank_c < r_l) & ~is_c)
@@ -253,8 +291,8 @@ class U2PL(Plugin):
         ``low_entropy_threshold``); ``rep_dim``; ``ema_decay`` of ḡ (the teacher's α);
         ``delta_p``, ``delta_n`` (δ_n = 1 is inert); ``rank_low``, ``rank_high`` r_l, r_h;
         ``num_anchors`` M and ``num_negatives`` N; ``temperature`` τ; ``queue_size`` per class and
-        ``queue_size_class0``; ``contrastive_weight`` λ_c; ``contrastive`` rule and
-        ``queue_pairing`` (module docstring)."""
+        ``queue_size_class0``; ``contrastive_weight`` λ_c; ``contrastive`` rule,
+        ``queue_pairing``, ``contrastive_labels`` and ``shared_boxes`` (module docstring)."""
 
         sup_only_epochs: int = attrs.field(default=1, validator=in_range(0))
         p_cutmix: float = attrs.field(default=0.5, validator=in_range(0, 1))
@@ -274,6 +312,8 @@ class U2PL(Plugin):
         contrastive_weight: float = attrs.field(default=1.0, validator=in_range(0))
         contrastive: Literal["released", "paper"] = "released"
         queue_pairing: Literal["released", "same_class"] = "released"
+        contrastive_labels: Literal["per_image", "released"] = "per_image"
+        shared_boxes: bool = False
 
     def __init__(self, config):
         super().__init__(config)
@@ -329,13 +369,15 @@ class U2PL(Plugin):
     def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch
                               ) -> AugmentationPlan | None:
         """CutMix w.p. ``p_cutmix`` per batch (shared generator); per-image boxes from
-        ``ctx.generator``; image i receives from image (i + 1) mod B. None: û = u."""
+        ``ctx.generator`` (``ctx.shared_generator`` with ``shared_boxes``); image i receives from
+        image (i + 1) mod B. None: û = u."""
         fired = bool(torch.rand((), generator=ctx.shared_generator) < self.config.p_cutmix)
         ctx.log("u2pl/cutmix", float(fired))
         if not fired:
             return None
         b, device = unlabeled.image.shape[0], unlabeled.image.device
-        box = u2pl_boxes(b, tuple(unlabeled.image.shape[-2:]), ctx.generator).to(device)
+        boxes = ctx.shared_generator if self.config.shared_boxes else ctx.generator
+        box = u2pl_boxes(b, tuple(unlabeled.image.shape[-2:]), boxes).to(device)
         return AugmentationPlan(cutmix_box=box, cutmix_partner=(torch.arange(b, device=device) + 1) % b)
 
     @torch.no_grad()
@@ -386,7 +428,12 @@ class U2PL(Plugin):
         labeled_valid = labeled.mask != ctx.ignore_index
         pool_u = low_u if c.contrastive == "released" else valid & ~high_u
         label = torch.cat([torch.where(labeled_valid, labeled.mask, -1), torch.where(valid, y_hat, -1)])
-        sets = pixel_sets(on_decoder_grid(label, grid, r, -1), on_decoder_grid(probs, grid, r, 0.0),
+        label, classes = on_decoder_grid(label, grid, r, -1), probs.shape[1]
+        if c.contrastive_labels == "released":  # label_onehot of the labeled and the unlabeled batch
+            labels = torch.cat([released_labels(label[:bl], classes), released_labels(label[bl:], classes)])
+        else:
+            labels = per_image_labels(label, classes)
+        sets = pixel_sets(labels, on_decoder_grid(probs, grid, r, 0.0),
                           on_decoder_grid(torch.cat([labeled_valid, pool_u]), grid, r, False),
                           on_decoder_grid(torch.cat([labeled_valid, high_u]), grid, r, False), bl,
                           c.delta_p, c.delta_n, (c.rank_low, c.rank_high), c.contrastive)

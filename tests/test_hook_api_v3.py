@@ -107,7 +107,6 @@ def test_a_v2_plugin_reading_a_removed_field_is_refused_at_build_time(tiny):
 def test_student_train_source_labels_own_pixels_in_train_mode_and_partners_in_eval_mode(tiny):
     recipe = tiny({"plugins": {"fixmatch": {"pseudo_labels": "student_train", "p_cutmix": 1.0}}})
     trainer = Trainer(build_run(recipe))
-    run = trainer.run
     labeled, unlabeled = next(trainer.batches())
     prepared = trainer.step(labeled, unlabeled, until="prepare")
     assert [name for name, _ in prepared.batch.parts] == [LABELED, WEAK, "strong"]

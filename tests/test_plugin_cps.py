@@ -25,7 +25,7 @@ from ssseg.engine.trainer import Trainer
 from ssseg.engine.views import view_image
 from ssseg.models import build_model
 from ssseg.plugin_manager import instantiate
-from ssseg_plugins.cps import F2, CPS, cps_box_fractions, cps_boxes, random_cycle
+from ssseg_plugins.cps import F2, CPS, cps_box_fractions, cps_boxes, random_cycle, released_head_init
 
 pytest_plugins = ["ssseg.testing"]
 
@@ -39,7 +39,8 @@ def cps_recipe(patch=None, **config):
 
 # -- 1. the contract ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config", [{}, {"cutmix": True}], ids=["plain", "cutmix"])
+@pytest.mark.parametrize("config", [{}, {"cutmix": True}, {"head_init": "released"}],
+                         ids=["plain", "cutmix", "released_head_init"])
 def test_keeps_the_plugin_contract(plugin_contract, config):
     # compose_with={}: CPS plans its own views and needs no teacher (pseudo-label source "none"),
     # so every rule applies; "order" has no companion to reorder and passes trivially (see below).
@@ -56,8 +57,8 @@ def test_keeps_the_contract_composed_with_a_supervised_loss(plugin_contract):
 
 def test_config_defaults_and_errors():
     config = instantiate("cps", {}).config
-    assert (config.cutmix, config.f2_seed, config.released_pairing, config.evaluate_f2) == \
-        (False, None, False, False)
+    assert (config.cutmix, config.f2_seed, config.released_pairing, config.evaluate_f2, config.head_init) == \
+        (False, None, False, False, "smp")
     with pytest.raises(UserError, match=r"plugins\.cps\.bogus"):
         instantiate("cps", {"bogus": 1})
     with pytest.raises(UserError, match="supervised_weight: 1"):
@@ -167,6 +168,34 @@ def test_f2_is_its_own_network_in_the_optimiser_and_learns():
 def test_f2_seed_sets_its_initialisation():
     run = build_run(cps_recipe(f2_seed=7)).run
     assert_same_state(state(run.modules[F2]), state(new_model(run, 7)))
+
+
+def head_modules(model):
+    """The modules of an ssseg model outside its encoder."""
+    encoder = {id(m) for m in model.net.encoder.modules()}
+    return [m for m in model.modules() if id(m) not in encoder]
+
+
+def test_released_head_init_redraws_both_heads_he_normal_and_keeps_the_encoders():
+    """TorchSemiSeg: He-normal (fan in, gain √2) convolutions outside the backbone, PyTorch's
+    default bias, BatchNorm 1 / 0; f1 from the recipe's seed, f2 from f2_seed."""
+    smp_init, released = build_run(cps_recipe()), build_run(cps_recipe(head_init="released"))
+    for a, b in ((smp_init.student, released.student), (smp_init.modules[F2], released.modules[F2])):
+        assert_same_state(state(a.net.encoder), state(b.net.encoder))
+        convs = [m for m in head_modules(b) if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(not torch.equal(m.weight, n.weight) for m, n in zip(
+            [m for m in head_modules(a) if isinstance(m, torch.nn.Conv2d)], convs))
+        scaled = torch.cat([(m.weight.detach() / (2 / m.weight[0].numel()) ** 0.5).flatten() for m in convs])
+        assert abs(float(scaled.std()) - 1) < 0.03 and abs(float(scaled.mean())) < 0.03, "N(0, 2/fan_in)"
+        biases = [(m.bias, m.weight[0].numel() ** -0.5) for m in convs if m.bias is not None]
+        assert biases and all(bool((b.abs() <= bound).all()) and bool(b.abs().sum() > 0) for b, bound in biases)
+        norms = [m for m in head_modules(b) if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+    f1 = smp_init.student
+    released_head_init(f1, torch.Generator().manual_seed(smp_init.recipe.seed))
+    assert_same_state(state(f1), state(released.student))
+    f1_head = dict(released.student.named_parameters())["net.segmentation_head.0.weight"]
+    assert not torch.equal(f1_head, dict(released.modules[F2].named_parameters())["net.segmentation_head.0.weight"])
 
 
 def test_resume_equals_a_straight_run_for_both_networks(tmp_path):

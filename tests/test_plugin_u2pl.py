@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import yaml
-from torch import nn
+from torch import Tensor, nn
 
 from conftest import view_of_plan, tiny_recipe_dict
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View, hookimpl
@@ -28,8 +28,10 @@ from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
 from ssseg.testing import validate_recipe
+import ssseg_plugins.u2pl as u2pl_module
 from ssseg_plugins.u2pl import (U2PL, PixelSets, alpha_at, contrastive_from_sets, enqueue, gathered_keys,
-                                on_decoder_grid, percentile, pixel_sets, u2pl_boxes, unsup_loss)
+                                on_decoder_grid, per_image_labels, percentile, pixel_sets, released_labels,
+                                u2pl_boxes, unsup_loss)
 
 pytest_plugins = ["ssseg.testing"]
 
@@ -69,12 +71,16 @@ def test_defaults_are_the_released_voc_values_and_errors_name_the_parameter():
         instantiate("u2pl", {"contrastive": "other"})
 
 
-def test_keeps_the_plugin_contract(plugin_contract):
-    plugin_contract(U2PL, config=SMALL, compose_with={"mean_teacher": {}})
+@pytest.mark.parametrize("released", [{}, {"contrastive_labels": "released", "shared_boxes": True}],
+                         ids=["default", "released_labels_and_boxes"])
+def test_keeps_the_plugin_contract(plugin_contract, released):
+    plugin_contract(U2PL, config={**SMALL, **released}, compose_with={"mean_teacher": {}})
 
 
 def test_shipped_recipes_pair_the_teacher_schedule_with_the_warm_start():
-    for path in ("recipes/u2pl.yaml", "recipes/paper/u2pl_voc_classic.yaml"):
+    paths = ["recipes/u2pl.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes/paper").glob("u2pl_*.yaml"))]
+    assert len(paths) == 4
+    for path in paths:
         plugins = validate_recipe(REPO / path).plugins
         teacher, u2pl = plugins["mean_teacher"], plugins["u2pl"]
         assert teacher["warmup_epochs"] == u2pl["sup_only_epochs"] + 1, path
@@ -148,7 +154,8 @@ def hand_term(a, positive, negative, n, tau):
 def test_pixel_sets_and_contrastive_loss_match_the_hand_computation():
     label, probs, low, high, rep, rep_t = crafted()
     c = config(rank_low=1, rank_high=2, num_anchors=5, num_negatives=3)
-    sets = pixel_sets(label, probs, low, high, 1, c.delta_p, c.delta_n, (c.rank_low, c.rank_high))
+    sets = pixel_sets(per_image_labels(label, 2), probs, low, high, 1, c.delta_p, c.delta_n,
+                      (c.rank_low, c.rank_high))
     pixel = lambda row, col: torch.zeros(2, 1, 4, dtype=torch.bool).index_put_(  # noqa: E731
         (torch.tensor([row]), torch.tensor([0]), torch.tensor([col])), torch.tensor(True))
     # anchors: label = c, low, Q^t_c > 0.3 (one pixel each); positives: label = c and low
@@ -172,7 +179,8 @@ def test_pixel_sets_and_contrastive_loss_match_the_hand_computation():
 def test_one_valid_class_gives_zero_with_a_graph():
     label, probs, low, high, rep, rep_t = crafted()
     c = config(rank_low=1, rank_high=2)
-    sets = pixel_sets(torch.zeros_like(label), probs, low, high, 1, c.delta_p, c.delta_n, (1, 2))
+    sets = pixel_sets(per_image_labels(torch.zeros_like(label), 2), probs, low, high, 1, c.delta_p, c.delta_n,
+                      (1, 2))
     assert sets.valid == [0]
     loss = contrastive_from_sets(rep, rep_t, sets, [torch.ones(4, 2)] * 2, c, torch.Generator())
     assert float(loss.detach()) == 0 and loss.requires_grad
@@ -197,7 +205,7 @@ def test_released_pairing_takes_the_queue_of_the_jth_valid_class():
 def test_paper_rule_takes_labeled_negatives_of_other_classes_and_averages_over_all_classes():
     label, probs, low, high, rep, rep_t = crafted()
     reliable = ~torch.tensor([[[False] * 4], [[False, False, True, True]]])
-    sets = pixel_sets(label, probs, reliable, high, 1, 0.3, 1.0, (1, 2), rule="paper")
+    sets = pixel_sets(per_image_labels(label, 2), probs, reliable, high, 1, 0.3, 1.0, (1, 2), rule="paper")
     # labeled pixel (0, 3): y = 1 but class 0 ranks first there, so it is a negative of class 0
     assert bool(sets.negatives[0][0, 0, 3]) and not bool(sets.negatives[0][0, 0, 0])
     assert bool(sets.negatives[0][1, 0, 2]), "unlabeled: unreliable, class 0 ranked in [r_l, r_h)"
@@ -206,6 +214,71 @@ def test_paper_rule_takes_labeled_negatives_of_other_classes_and_averages_over_a
     queues = [torch.tensor([[0.0, 1.0]]), torch.zeros(0, 2)]
     loss = contrastive_from_sets(rep, rep_t, sets, queues, c, torch.Generator())
     torch.testing.assert_close(loss, hand_term(rep[0, 0, 0], rep_t[0, 0, 0], queues[0][0], 2, 0.5) / 2)
+
+
+def released_label_onehot(inputs: Tensor, num_segments: int) -> Tensor:
+    """A transcription of the released u2pl/utils/utils.py ``label_onehot`` (on the CPU): zeros
+    [C,B,H,W]; ignored (255) pixels read as class 0; scatter along dim 0 with the index [B,1,H,W];
+    zero every (b, h, w) whose input is 255; permute to [B,C,H,W]."""
+    batch_size, im_h, im_w = inputs.shape
+    outputs = torch.zeros((num_segments, batch_size, im_h, im_w))
+    inputs_temp = inputs.clone()
+    inputs_temp[inputs == 255] = 0
+    outputs.scatter_(0, inputs_temp.unsqueeze(1), 1.0)
+    outputs[:, inputs == 255] = 0
+    return outputs.permute(1, 0, 2, 3)
+
+
+HAND = torch.tensor([[[0, 1, 255, 2], [3, 3, 1, 255]],      # image 0
+                     [[2, 1, 1, 255], [0, 255, 3, 3]],      # image 1: its 255 at (0, 3) meets image 0's
+                     [[2, 2, 0, 1], [255, 3, 2, 0]]])       # image 2
+
+
+def test_released_labels_are_the_released_label_onehot():
+    """Hand-made labels of 3 images, 4 classes, with ignored pixels: the released layout is image 0
+    holding the union of the batch's classes (another image's ignored pixel adds class 0, image
+    0's own ignored pixels hold nothing) and images 1, 2 holding none."""
+    expected = released_label_onehot(HAND, 4).bool()
+    got = released_labels(torch.where(HAND == 255, -1, HAND), 4)
+    assert torch.equal(got, expected)
+    assert got[0, :, 0, 0].tolist() == [True, False, True, False], "classes 0 (image 0), 2 (images 1, 2)"
+    assert got[0, :, 1, 0].tolist() == [True, False, False, True], "image 2's ignored pixel counts as 0"
+    assert not got[0, :, 0, 2].any() and not got[1:].any()
+    assert torch.equal(released_labels(torch.where(HAND == 255, -1, HAND)[:1], 4), per_image_labels(
+        torch.where(HAND == 255, -1, HAND)[:1], 4)), "one image: the two layouts agree"
+
+
+def test_per_image_labels_are_the_released_function_laid_out_per_image():
+    """The released function with the scatter along the class axis of a [B,C,H,W] tensor."""
+    temp = torch.where(HAND == 255, 0, HAND)
+    laid_out = torch.zeros(3, 4, 2, 4).scatter_(1, temp.unsqueeze(1), 1.0)
+    laid_out.permute(1, 0, 2, 3)[:, HAND == 255] = 0
+    assert torch.equal(per_image_labels(torch.where(HAND == 255, -1, HAND), 4), laid_out.bool())
+
+
+@pytest.mark.parametrize("layout", ["per_image", "released"])
+def test_contrastive_loss_builds_each_batchs_labels_in_the_chosen_layout(monkeypatch, layout):
+    """The labeled rows (y) and the unlabeled rows (ŷ) are laid out separately, as the released
+    code calls label_onehot once per batch."""
+    seen = {}
+
+    def spy(labels, *args, **kwargs):
+        seen["labels"] = labels
+        return pixel_sets(labels, *args, **kwargs)
+
+    monkeypatch.setattr(u2pl_module, "pixel_sets", spy)
+    plugin = instantiate("u2pl", {**SMALL, "contrastive_labels": layout})
+    plugin.queues = [torch.zeros(0, 8) for _ in range(4)]
+    g = torch.Generator().manual_seed(0)
+    y, y_hat = HAND[:2], HAND[1:].clamp_max(3)
+    labeled = SimpleNamespace(image=torch.zeros(2, 3, 2, 4), mask=y)
+    probs = torch.rand(4, 4, 2, 4, generator=g).softmax(1)
+    ctx = SimpleNamespace(ignore_index=255, generator=g, log=lambda *a: None)
+    plugin.contrastive_loss(ctx, labeled, torch.randn(4, 8, 2, 4), torch.randn(4, 8, 2, 4), probs,
+                            torch.rand(2, 2, 4, generator=g), torch.ones(2, 2, 4, dtype=torch.bool), y_hat, 20.0)
+    build = released_labels if layout == "released" else per_image_labels
+    expected = torch.cat([build(torch.where(y == 255, -1, y), 4), build(y_hat, 4)])
+    assert torch.equal(seen["labels"], expected)
 
 
 def test_queues_append_and_keep_the_newest_entries_class_0_its_own_size():
@@ -241,8 +314,9 @@ def test_boxes_have_half_the_area_lie_inside_and_exceed_half_of_each_side(b, hei
     assert (rows <= height).all()
 
 
-def test_cutmix_decision_is_shared_across_ranks_and_the_partner_is_the_next_image():
-    plugin = instantiate("u2pl", {})
+@pytest.mark.parametrize("shared_boxes", [False, True])
+def test_cutmix_decision_is_shared_across_ranks_and_the_partner_is_the_next_image(shared_boxes):
+    plugin = instantiate("u2pl", {"shared_boxes": shared_boxes})
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 4, (4, 16, 16), generator=g)
     index = torch.arange(4).view(4, 1, 1).expand(4, 16, 16)
@@ -256,8 +330,8 @@ def test_cutmix_decision_is_shared_across_ranks_and_the_partner_is_the_next_imag
              for ctx in ranks]
     fired = [[p is not None for p in rank] for rank in plans]
     assert fired[0] == fired[1] and 10 < sum(fired[0]) < 30, "one shared Bernoulli(0.5) per batch"
-    assert any(not torch.equal(a.cutmix_box, b.cutmix_box) for a, b in zip(*plans) if a is not None), \
-        "boxes are per rank"
+    same = [torch.equal(a.cutmix_box, b.cutmix_box) for a, b in zip(*plans) if a is not None]
+    assert all(same) if shared_boxes else not all(same), "boxes alike on every rank only with shared_boxes"
     plan = next(p for p in plans[0] if p is not None)
     assert plan.cutmix_partner.tolist() == [1, 2, 3, 0]
     image, mixed = view_of_plan(plan, batch, pseudo)
