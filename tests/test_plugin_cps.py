@@ -179,7 +179,7 @@ def head_modules(model):
 def test_released_head_init_redraws_both_heads_he_normal_and_keeps_the_encoders():
     """TorchSemiSeg: He-normal (fan in, gain √2) convolutions outside the backbone, PyTorch's
     default bias, BatchNorm 1 / 0; f1 from the recipe's seed, f2 from f2_seed."""
-    smp_init, released = build_run(cps_recipe()), build_run(cps_recipe(head_init="released"))
+    smp_init, released = build_run(cps_recipe()).run, build_run(cps_recipe(head_init="released")).run
     for a, b in ((smp_init.student, released.student), (smp_init.modules[F2], released.modules[F2])):
         assert_same_state(state(a.net.encoder), state(b.net.encoder))
         convs = [m for m in head_modules(b) if isinstance(m, torch.nn.Conv2d)]

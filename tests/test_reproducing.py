@@ -212,6 +212,7 @@ MACHINE_ROOTS = "work|home|root|Users|mnt|scratch|shared|data|gpfs|lustre|nfs|pr
 ABSOLUTE = re.compile(rf"(?<![\w.~$/:@-])/(?:{MACHINE_ROOTS})/|\b[A-Z]:\\\\?[A-Za-z]")
 
 
+@pytest.mark.slow  # asks git for the tracked files
 def test_no_file_names_an_absolute_path_of_a_machine():
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split("\0")
