@@ -181,10 +181,15 @@ def valid_text(path: str, field: attrs.Attribute, tp: Any) -> str:
 
 
 def keys(cls: type = Recipe, prefix: str = "") -> list[tuple[str, attrs.Attribute, Any]]:
-    """``(key path, field, annotation)`` of every key of ``cls`` that is no section, in schema order."""
-    hints = typing.get_type_hints(cls)
-    return [(prefix + name, field, hints[name]) for name, field in config_fields(cls).items()
-            if not attrs.has(hints[name])]
+    """``(key path, field, annotation)`` of every key of ``cls`` that is no section, in schema
+    order; inside a section (a ``prefix``), a section's keys take its place (``eval.tta.flip``)."""
+    hints, out = typing.get_type_hints(cls), []
+    for name, field in config_fields(cls).items():
+        if not attrs.has(hints[name]):
+            out.append((prefix + name, field, hints[name]))
+        elif prefix:
+            out += keys(hints[name], f"{prefix}{name}.")
+    return out
 
 
 def table(cls: type, prefix: str = "") -> str:

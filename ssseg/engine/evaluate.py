@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -64,16 +65,76 @@ def sliding_probs(model: nn.Module, image: Tensor, window: int, stride: int, num
 
 
 @torch.no_grad()
-def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
-            on_windows: Callable[[int], None] | None = None) -> Tensor:
-    """Class indices ``[H,W]`` for one image ``[3,H,W]`` by the recipe's evaluation mode
-    (``on_windows``: see :func:`sliding_probs`)."""
+def mode_scores(model: nn.Module, images: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
+                on_windows: Callable[[int], None] | None = None) -> Tensor:
+    """Scores ``[B,C,H,W]`` for ``images`` ``[B,3,H,W]`` by ``eval.mode``: ``whole``, the logits
+    of one forward; ``sliding``, the softmax summed over each image's windows (``on_windows``:
+    see :func:`sliding_probs`)."""
     if cfg.mode == "whole":
-        return model(image[None])[0].argmax(0)
+        return model(images)
     window = cfg.window or crop
     stride = cfg.stride or max(1, window * 2 // 3)
-    batch = cfg.window_batch or (8 if image.is_cuda else 1)  # batching measured slower on a CPU
-    return sliding_probs(model, image, window, stride, num_classes, batch, cfg.tiling, on_windows).argmax(0)
+    batch = cfg.window_batch or (8 if images.is_cuda else 1)  # batching measured slower on a CPU
+    return torch.stack([sliding_probs(model, image, window, stride, num_classes, batch, cfg.tiling,
+                                      on_windows) for image in images])
+
+
+def mode_probabilities(scores: Tensor, mode: str) -> Tensor:
+    """Class probabilities from :func:`mode_scores`' scores: the softmax of the logits (``whole``),
+    the windows' summed softmax divided by its sum, the windows covering each pixel (``sliding``)."""
+    return scores.softmax(1) if mode == "whole" else scores / scores.sum(1, keepdim=True)
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(h, w)`` resized by ``scale``, rounded half up as MMSegmentation's ``Resize`` (at least 1)."""
+    return tuple(max(1, int(side * scale + 0.5)) for side in size)
+
+
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``x`` ``[B,C,h,w]`` resized to ``size`` (bilinear, ``align_corners=False``); itself at its size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def tta_probs(model: nn.Module, images: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
+              on_windows: Callable[[int], None] | None = None) -> Tensor:
+    """Test-time augmentation (``eval.tta``): class probabilities ``[B,C,H,W]`` for ``images``
+    ``[B,3,H,W]``, the mean over every scale (and, with ``flip``, the flipped image, whose
+    probabilities are flipped back) of ``eval.mode``'s probabilities, resized to the image's size."""
+    tta, size, b = cfg.tta, tuple(images.shape[-2:]), images.shape[0]
+
+    def at_scale(scale: float) -> Tensor:
+        x = resize(images, scaled_size(size, scale))
+        probs = mode_probabilities(mode_scores(model, torch.cat([x, x.flip(-1)]) if tta.flip else x,
+                                               cfg, crop, num_classes, on_windows), cfg.mode)
+        return resize(probs[:b] + probs[b:].flip(-1) if tta.flip else probs, size)
+
+    return sum(at_scale(scale) for scale in tta.scales) / (len(tta.scales) * (2 if tta.flip else 1))
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, images: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
+                   on_windows: Callable[[int], None] | None = None) -> Tensor:
+    """Scores ``[B,C,H,W]`` for ``images`` ``[B,3,H,W]`` whose argmax over dim 1 is the
+    prediction: :func:`tta_probs` with ``eval.tta``, else :func:`mode_scores` (``on_windows``:
+    see :func:`sliding_probs`)."""
+    score = tta_probs if cfg.tta.active else mode_scores
+    return score(model, images, cfg, crop, num_classes, on_windows)
+
+
+def probabilities(scores: Tensor, cfg: EvalConfig) -> Tensor:
+    """Class probabilities ``[B,C,H,W]`` from :func:`predict_scores`' scores."""
+    return scores if cfg.tta.active else mode_probabilities(scores, cfg.mode)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: Tensor, cfg: EvalConfig, crop: int, num_classes: int,
+            on_windows: Callable[[int], None] | None = None) -> Tensor:
+    """Class indices ``[H,W]`` for one image ``[3,H,W]`` by the recipe's evaluation mode and
+    test-time augmentation (:func:`predict_scores`)."""
+    return predict_scores(model, image[None], cfg, crop, num_classes, on_windows)[0].argmax(0)
 
 
 @torch.no_grad()

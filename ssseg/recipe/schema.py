@@ -8,6 +8,7 @@ with the file and key path.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import attrs
@@ -123,10 +124,41 @@ class UnsupConfig:
         default="valid")
 
 
+def _tta_scales(_inst: Any, attribute: Any, value: tuple[float, ...]) -> None:
+    """Validator of ``eval.tta.scales``: a non-empty list of distinct finite numbers > 0."""
+    bad = [s for s in value if not (math.isfinite(s) and s > 0)]
+    twice = [s for i, s in enumerate(value) if s in value[:i]]
+    problem = ("it is empty" if not value else f"{bad[0]!r} is not a finite number > 0" if bad
+               else f"{twice[0]!r} appears twice" if twice else None)
+    if problem:
+        raise ValueError(f"{list(value)!r}: {problem}; valid: {_tta_scales.valid}")
+
+
+_tta_scales.valid = "a non-empty list of distinct numbers > 0"
+
+
+@attrs.frozen
+class TTAConfig:
+    """``eval.tta:`` test-time augmentation (docs/inference.md); the default is none."""
+
+    flip: bool = key("also predict the horizontally flipped image and flip its probabilities back",
+                     default=False)
+    scales: tuple[float, ...] = key(
+        "predict the image resized (bilinear) by each factor, in `eval.mode`, and average the "
+        "softmax probabilities of every scale (and flip) at the image's size; `[1.0]` without "
+        "`flip`: no test-time augmentation", default=(1.0,), validator=_tta_scales)
+
+    @property
+    def active(self) -> bool:
+        """Whether any view besides the image itself is predicted."""
+        return self.flip or self.scales != (1.0,)
+
+
 @attrs.frozen
 class EvalConfig:
     """``eval:`` when and how to evaluate. An evaluation always runs at the end; one longer than
-    10 seconds shows its progress on standard error (images, sliding windows, ETA)."""
+    10 seconds shows its progress on standard error (images, sliding windows, ETA). Training's
+    evaluations, `ssseg eval`, `ssseg predict` and `ssseg.inference.Segmenter` predict alike."""
 
     every: int = key("evaluate every that many iterations", default=500, validator=positive)
     every_epochs: int | None = key(
@@ -148,6 +180,7 @@ class EvalConfig:
         default="shifted")
     max_images: int | None = key("evaluate only the first that many validation images; null: all",
                                  default=None, validator=positive)
+    tta: TTAConfig = attrs.field(factory=TTAConfig)
 
 
 @attrs.frozen
