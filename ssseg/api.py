@@ -17,7 +17,7 @@ from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
 from ssseg.losses import cross_entropy
 from ssseg.models import SegModel, eval_mode
 from ssseg.recipe.validators import in_range, positive
-from ssseg.suite.predict import evaluation_grid
+from ssseg.pictures import evaluation_grid
 
 
 class Plugin:

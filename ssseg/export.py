@@ -26,7 +26,7 @@ from ssseg import __version__
 from ssseg.errors import UserError
 from ssseg.files import write_atomically, write_error, write_text
 from ssseg.recipe.schema import Recipe
-from ssseg.suite.predict import load_model
+from ssseg.engine.evaluator import load_model
 
 FORMATS = ("torchscript", "onnx")
 INPUT, OUTPUT = "images", "logits"

@@ -32,7 +32,7 @@ from ssseg.errors import UserError
 from ssseg.recipe.load import load_recipe
 from ssseg.recipe.schema import Recipe
 from ssseg.run_files import LAST, RECIPE
-from ssseg.suite.predict import load_model
+from ssseg.engine.evaluator import load_model
 
 ImageLike = Tensor | Image.Image | np.ndarray | str | Path
 VALID_IMAGES = ("a float tensor [3, H, W] or [B, 3, H, W] in [0, 1], a PIL image, a uint8 numpy "

@@ -28,3 +28,18 @@ def test_every_module_imports_first():
                 del sys.modules[key]
             sys.modules.update(saved)
     assert len(MODULES) > 40 and failed == {}
+
+
+def test_the_plugin_api_loads_no_suite_module():
+    """``import ssseg.api`` (what every plugin does) stays clear of the suite machinery."""
+    saved = {k: v for k, v in sys.modules.items() if k == "ssseg" or k.startswith(("ssseg.", "ssseg_plugins"))}
+    for key in saved:
+        del sys.modules[key]
+    try:
+        importlib.import_module("ssseg.api")
+        loaded = sorted(k for k in sys.modules if k.startswith(("ssseg.suite", "ssseg.cli")))
+    finally:
+        for key in [k for k in sys.modules if k == "ssseg" or k.startswith(("ssseg.", "ssseg_plugins"))]:
+            del sys.modules[key]
+        sys.modules.update(saved)
+    assert loaded == []

@@ -23,7 +23,7 @@ from ssseg.errors import UserError
 from ssseg.inference import Segmenter
 from ssseg.metrics import ConfusionMatrix
 from ssseg.recipe.load import load_recipe
-from ssseg.suite.predict import to_pil
+from ssseg.pictures import to_pil
 from test_checkpoint_safety import malicious_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.errors import UserError
 from ssseg.plugin_manager import instantiate
-from ssseg.suite.predict import CELL
+from ssseg.pictures import CELL, LINE
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader  # noqa: E402
@@ -59,8 +59,9 @@ def test_event_files_hold_the_training_scalars_every_evaluation_and_the_grid(tmp
                                                       for r in evals]
     grids = images["predictions"]
     assert [g.step for g in grids] == [2, 4]
-    # columns image | ground truth | student | teacher, 2 rows, each cell CELL high (see suite.predict.grid)
-    assert (grids[0].width, grids[0].height) == (4 * (CELL + 4), 16 + 2 * (CELL + 4))
+    # columns image | ground truth | student | teacher, 2 rows, each cell CELL high, and one row of
+    # class colours below (see ssseg.pictures.grid)
+    assert (grids[0].width, grids[0].height) == (4 * (CELL + 4), 16 + 2 * (CELL + 4) + LINE + 4)
 
 
 def test_logging_does_not_change_the_training(tmp_path, tiny):

@@ -11,7 +11,7 @@ from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.errors import UserError
-from ssseg.suite.predict import predict_mask
+from ssseg.pictures import predict_mask
 from ssseg.recipe.load import merge
 from ssseg.testing import tiny_recipe
 

@@ -14,7 +14,7 @@ from conftest import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.data.base import build_data
 from ssseg.recipe.load import load_recipe
-from ssseg.suite.predict import CELL, LINE, colour_mask, grid, title_lines, to_pil
+from ssseg.pictures import CELL, LINE, colour_mask, grid, title_lines, to_pil
 from ssseg.suite.report import write_report
 from ssseg.suite.folder import MANIFEST
 from ssseg.cli import main as suite_main

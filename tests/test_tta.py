@@ -14,7 +14,7 @@ from ssseg.engine.evaluator import Evaluator
 from ssseg.engine.run import build_run
 from ssseg.recipe.schema import EvalConfig, TTAConfig
 from ssseg.recipe.structure import ConfigError
-from ssseg.suite.predict import predict_mask
+from ssseg.pictures import predict_mask
 from ssseg.testing import tiny_recipe
 
 CLASSES = 4

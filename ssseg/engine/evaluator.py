@@ -3,16 +3,19 @@ training's evaluations, ``ssseg eval`` and ``predict``, without a trainer."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ssseg.engine.checkpoint import load_weights
 from ssseg.engine.evaluate import evaluate
 from ssseg.engine.precision import autocast
-from ssseg.engine.run import Run
+from ssseg.engine.run import Run, build_run
 from ssseg.engine.types import EvalModel
 from ssseg.errors import UserError
 from ssseg.plugin_manager import PluginSet
+from ssseg.recipe.schema import Recipe
 
 
 class Evaluator:
@@ -61,3 +64,17 @@ class Evaluator:
         models, headline = self.models()
         metrics = self._evaluate(models, None)
         return metrics, self.run.state.record_eval(metrics, headline)
+
+
+def load_model(recipe: Recipe, checkpoint: Path, model: str = "student",
+               needs: str = "classes") -> tuple[Run, nn.Module]:
+    """Build the recipe's run (with the data ``needs`` names: none by default, ``val`` for the
+    val set), load the checkpoint's weights, and return the run with the module ``model``
+    (``student`` or a name from ``eval_models``, e.g. ``teacher``) in eval mode."""
+    built = build_run(recipe, needs=needs)
+    run = built.run
+    load_weights(run, checkpoint)
+    models, _ = Evaluator(run, built.plugins).models()
+    if model not in models:
+        raise UserError(f"--model {model}: this recipe evaluates {', '.join(models)}")
+    return run, models[model].eval()
