@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from ssseg.errors import UserError
-from ssseg.plugin_manager import check_recipe, load_plugin_class
+from ssseg.plugin_manager import check_recipe
 from ssseg.recipe.load import build_recipe, merge, nest, parse_override, read_yaml, resolve_extends
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure
@@ -111,10 +111,10 @@ class Job:
 
 
 def is_supervised_only(recipe: Recipe) -> bool:
-    """Whether every plugin of ``recipe`` is the ``supervised`` plugin (a row without unlabeled
-    data, a candidate for the suite's reference)."""
-    return all(getattr(load_plugin_class(key, params), "name", None) == "supervised"
-               for key, params in recipe.plugins.items())
+    """Whether ``recipe`` trains on labeled data only (no unlabeled batch): a candidate for the
+    suite's reference row, which the suite may also name itself (``reference:``). Decided by the
+    recipe, not by which plugins it names."""
+    return recipe.data.batch_unlabeled == 0
 
 
 @attrs.frozen
@@ -127,7 +127,7 @@ class LoadedSuite:
 
     @property
     def supervised_variants(self) -> tuple[str, ...]:
-        """The variants whose plugins are supervised only (candidates for the reference)."""
+        """The variants that train on labeled data only (candidates for the reference)."""
         first = {job.variant: job.recipe for job in reversed(self.jobs)}
         return tuple(v for v in self.spec.variants if is_supervised_only(first[v]))
 
