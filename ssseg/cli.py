@@ -36,6 +36,12 @@ def cmd_train(args) -> int:
     from ssseg.engine.run_folder import RunFolder
 
     folder = RunFolder(args.out or Path("runs") / args.recipe.stem)
+    with folder.writing("ssseg train" + (" --resume" if args.resume else "")):
+        return _train(args, folder)
+
+
+def _train(args, folder) -> int:
+    """``ssseg train`` while holding the run folder's writer lock."""
     overrides = args.override + (["plugins.tensorboard={}"] if args.tensorboard else [])
     recipe = folder.open(args.recipe, overrides, args.resume)
 

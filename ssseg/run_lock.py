@@ -22,6 +22,7 @@ A lock file that cannot be created (a read-only file system, a full disk) raises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -29,7 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import attrs
 
@@ -206,3 +207,17 @@ def acquire(path: Path, command: str, advice: str = "", wait_s: float = 0.0,
             time.sleep(POLL_S)
     finally:
         mine.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing(folder: Path, name: str, command: str, advice: str) -> Iterator[Lock]:
+    """Hold the lock file ``folder/name`` while one command writes the output folder ``folder``
+    (made if missing); a folder that cannot be written is a :class:`UserError` naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = acquire(folder / name, command, advice=advice)
+    except OSError as err:
+        raise UserError(f"cannot write in the output folder {folder} ({err.strerror or err}); "
+                        "choose another --out") from None
+    with lock:
+        yield lock

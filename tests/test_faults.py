@@ -113,6 +113,22 @@ def test_a_second_ctrl_c_during_a_save_exits_without_a_traceback_or_a_temporary_
 
 
 @pytest.mark.slow
+def test_one_process_writes_a_run_folder_a_second_train_or_resume_is_refused_naming_it(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", SLOW)
+    first = start_training(recipe, tmp_path / "run")
+    wait_for(lambda: (tmp_path / "run" / "last.pt").exists())
+    for extra in ((), ("--resume",)):
+        second = start_training(recipe, tmp_path / "run", *extra)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and "Traceback" not in err, err
+        assert f"{tmp_path / 'run'} is in use by ssseg train (pid {first.pid} on " in err, err
+        assert "choose another --out" in err
+    assert first.wait(timeout=120) == 0
+    assert train_iterations(tmp_path / "run") == list(range(1, 9))  # every record once, in order
+    assert not (tmp_path / "run" / "train.lock").exists()
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", SLOW)
     reference = start_training(recipe, tmp_path / "ref")
@@ -124,6 +140,8 @@ def test_sigkill_then_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     resumed = start_training(recipe, tmp_path / "killed", "--resume")
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
+    assert f"taking over {tmp_path / 'killed' / 'train.lock'}: ssseg train (pid {killed.pid} on " in err
+    assert not (tmp_path / "killed" / "train.lock").exists()
     a = checkpoint.read(tmp_path / "ref" / "last.pt")
     b = checkpoint.read(tmp_path / "killed" / "last.pt")
     assert a["iteration"] == b["iteration"] == 8

@@ -6,6 +6,7 @@ holding another recipe's run is never reused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import attrs
 
-from ssseg import files
+from ssseg import files, run_lock
 from ssseg.errors import UserError
 from ssseg.recipe.differences import RESUMABLE, incompatible_changes
 from ssseg.recipe.load import dump_recipe, load_recipe
@@ -23,6 +24,7 @@ from ssseg.recipe.structure import unstructure
 from ssseg.run_files import LAST, METRICS, RECIPE
 
 SHOWN = 3  # differences named in a message
+LOCK = "train.lock"  # held by the one process writing the folder
 
 
 @attrs.frozen
@@ -45,6 +47,18 @@ class RunFolder:
     def metrics_file(self) -> Path:
         """The run's training and evaluation records, one JSON line each."""
         return self.path / METRICS
+
+    def writing(self, command: str) -> contextlib.AbstractContextManager:
+        """Hold the folder's writer lock (``train.lock``) while a training (new or resumed) writes
+        it: a second process is refused naming the holder, a dead holder's lock is taken over.
+        Only global rank 0 of a torchrun holds it (the other ranks write nothing)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path} is a file, not a folder; choose another --out")
+        if os.environ.get("RANK", "0") != "0":
+            return contextlib.nullcontext()
+        return run_lock.writing(self.path, LOCK, command, advice=(
+            "wait for it to end or stop it (Ctrl-C saves a checkpoint, then --resume continues it); "
+            "to train another run at the same time, choose another --out"))
 
     def open(self, recipe_path: Path, overrides: Sequence[str], resume: bool) -> Recipe:
         """Check the folder before data and model are built, and return the recipe to train.

@@ -87,14 +87,8 @@ def _writing(out: Path) -> Iterator[None]:
     from ssseg import run_lock
     from ssseg.suite.folder import SUITE_LOCK
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = run_lock.acquire(out / SUITE_LOCK, "ssseg suite run",
-                                advice=f"wait for it to end, or stop it with `ssseg suite cancel {out}`")
-    except OSError as err:
-        raise UserError(f"cannot write in the output folder {out} ({err.strerror or err}); "
-                        "choose another --out") from None
-    with lock:
+    with run_lock.writing(out, SUITE_LOCK, "ssseg suite run",
+                          advice=f"wait for it to end, or stop it with `ssseg suite cancel {out}`"):
         yield
 
 
