@@ -2,7 +2,7 @@
 
 Writes synthetic datasets in the real layouts to a temporary directory (VOC-like: 500x375 JPEGs
 with index PNG masks; Cityscapes-like: 1024x2048 PNGs with labelTrainIds masks), builds them with
-``ssseg.data.base.build_data`` (split ``all``, scale U[0.5, 2.0], flip) and times the labeled set
+``ssseg.data.registry.build_data`` (split ``all``, scale U[0.5, 2.0], flip) and times the labeled set
 (image and mask decoded, rescaled, padded, cropped, flipped) through a ``DataLoader`` with 0, 1
 and 2 workers (one intra-op thread per process). The first batch (worker start-up) is not timed.
 The machine's load average is printed with each row: on a shared machine it explains outliers.
@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.recipe.schema import DataConfig
 
 # name, dataset, (height, width), crop, classes, images on disk, image path, mask path, image format

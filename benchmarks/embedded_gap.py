@@ -1,6 +1,6 @@
 """Label-budget gap on the embedded dataset: supervised-few, supervised-all, mean-teacher FixMatch.
 
-Plain PyTorch (no ssseg engine): it only uses ``ssseg.data.base.build_data`` so it measures the
+Plain PyTorch (no ssseg engine): it only uses ``ssseg.data.registry.build_data`` so it measures the
 dataset, not the framework. One JSON line per (method, labeled, seed) is printed and appended to
 ``--out``; ``--summary`` prints mean +- std over seeds from that file.
 
@@ -146,7 +146,7 @@ def ema_update(teacher, student, decay):
 
 
 def run(args, seed):
-    from ssseg.data.base import build_data
+    from ssseg.data.registry import build_data
     from ssseg.recipe.schema import DataConfig
 
     torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 import attrs
 import yaml
 
-from ssseg.data.base import dataset_names
+from ssseg.data.registry import dataset_names
 from ssseg.recipe.schema import DOC, VALID, Recipe
 from ssseg.recipe.structure import config_fields, unstructure
 

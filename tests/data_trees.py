@@ -9,7 +9,7 @@ from PIL import Image
 
 from ssseg.data.check import check_source
 from ssseg.data.cityscapes import TRAIN_ID_OF
-from ssseg.data.folder import source_for
+from ssseg.data.registry import source_for
 from ssseg.data.voc import PALETTE as VOC_PALETTE
 
 H, W = 12, 16

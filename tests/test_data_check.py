@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.data.cli import register
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.data.cityscapes import (CLASS_NAMES, ID_TO_TRAIN_ID, PALETTE, cityscapes_source,
                                    read_cityscapes_mask)
 from ssseg.data.splits import split_names

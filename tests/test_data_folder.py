@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.data.folder import colormap
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig

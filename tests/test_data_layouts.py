@@ -15,7 +15,7 @@ import torch
 from data_trees import cityscapes_tree, problems, save_image, voc_devkit_tree
 from ssseg.cli import main
 from ssseg.data import check
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.data.splits import holds_ids, load_split, read_list, split_names
 from ssseg.errors import UserError
 from ssseg.progress import Progress

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import tiny_recipe_dict
 from data_trees import folder_tree, problems
 from ssseg.cli import main
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssseg.data.base import build_data, dataset_names
+from ssseg.data.registry import build_data, dataset_names
 from ssseg.data.io import read_index_mask
 from ssseg.data.splits import split_names
 from ssseg.data.voc import CLASS_NAMES, PALETTE, voc_source

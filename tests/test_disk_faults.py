@@ -54,7 +54,7 @@ def test_leftover_temporary_files_of_a_killed_save_do_not_block_later_saves(tmp_
 
 
 @pytest.mark.parametrize("code, message", [
-    (errno.ENOSPC, "ssseg: error: no space left on {out} (writing recipe.yaml)"),
+    (errno.ENOSPC, "ssseg: error: cannot write in the output folder {out} (No space left on device)"),
     (errno.EROFS, "ssseg: error: cannot write in the output folder {out} (Read-only file system)"),
 ])
 def test_train_on_a_full_or_read_only_disk_says_so_in_one_line(tmp_path, capsys, monkeypatch, code, message):

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssseg.data.base import IGNORE_INDEX, DataBundle, build_data, dataset_names
+from ssseg.data.base import IGNORE_INDEX, DataBundle
+from ssseg.data.registry import build_data, dataset_names
 from ssseg.data.embedded import CLASS_NAMES, NUM_CLASSES, PALETTE, generate, labeled_indices
 from ssseg.recipe.schema import DataConfig
 from ssseg.recipe.structure import ConfigError

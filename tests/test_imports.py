@@ -43,3 +43,12 @@ def test_the_plugin_api_loads_no_suite_module():
             del sys.modules[key]
         sys.modules.update(saved)
     assert loaded == []
+
+
+def test_the_dataset_registry_names_its_builders_explicitly():
+    """Every dataset name comes from the registry's own tables: no module registers itself as a
+    side effect of being imported."""
+    from ssseg.data import registry
+    assert registry.dataset_names() == ["cityscapes", "embedded", "folder", "pascal_voc"]
+    assert not any(hasattr(module, name) for module in map(importlib.import_module, MODULES)
+                   for name in ("register_dataset", "register_listed"))

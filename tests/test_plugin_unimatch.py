@@ -11,7 +11,7 @@ import torch
 from resume_support import assert_resume_is_exact, step_logs
 from ssseg.step_table import HOOKS
 from ssseg.api import AugmentationPlan, UnlabeledBatch, UserError, Pseudo
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.engine.run import build_run
 from ssseg.engine.sampling import SeededSamples
 from ssseg.engine.trainer import Trainer

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from conftest import tiny_recipe_dict
 from ssseg.cli import main
-from ssseg.data.base import build_data
+from ssseg.data.registry import build_data
 from ssseg.recipe.load import load_recipe
 from ssseg.pictures import CELL, LINE, colour_mask, grid, title_lines, to_pil
 from ssseg.suite.report import write_report

@@ -17,12 +17,9 @@ evaluation only ``val``, prediction none (class names and palette only); the oth
 
 from __future__ import annotations
 
-from typing import Callable
-
 import attrs
 from torch.utils.data import Dataset
 
-from ssseg.recipe.structure import ConfigError
 
 IGNORE_INDEX = 255
 NEEDS = ("train", "val", "classes")  # what a command builds: everything, the val set, metadata
@@ -39,43 +36,3 @@ class DataBundle:
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE_INDEX
-
-
-DatasetBuilder = Callable[..., DataBundle]
-_BUILDERS: dict[str, DatasetBuilder] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
-    """Register ``builder(cfg: DataConfig, needs: str) -> DataBundle`` under ``name`` (recipe
-    ``data.dataset``); ``needs`` is one of :data:`NEEDS`."""
-
-    def deco(builder: DatasetBuilder) -> DatasetBuilder:
-        _BUILDERS[name] = builder
-        return builder
-
-    return deco
-
-
-def dataset_names() -> list[str]:
-    """Names accepted by ``data.dataset``."""
-    _import_builtin()
-    return sorted(_BUILDERS)
-
-
-def build_data(cfg, needs: str = "train") -> DataBundle:
-    """Build the :class:`DataBundle` named by ``cfg.dataset``, with the datasets ``needs`` names
-    (one of :data:`NEEDS`)."""
-    _import_builtin()
-    try:
-        builder = _BUILDERS[cfg.dataset]
-    except KeyError:
-        raise ConfigError("data.dataset", f"unknown dataset {cfg.dataset!r}; valid: "
-                                          f"{', '.join(sorted(_BUILDERS))}") from None
-    return builder(cfg, needs)
-
-
-def _import_builtin() -> None:
-    from importlib import import_module
-
-    for mod in ("embedded", "voc", "cityscapes", "folder"):
-        import_module(f"ssseg.data.{mod}")

@@ -19,7 +19,7 @@ import attrs
 import numpy as np
 
 from ssseg.data.base import IGNORE_INDEX
-from ssseg.data.folder import ListedSource, register_listed, standard_split_dir
+from ssseg.data.folder import ListedSource, standard_split_dir
 from ssseg.data.io import read_index_mask
 from ssseg.data.splits import Pair
 from ssseg.errors import UserError
@@ -94,7 +94,6 @@ def _pair(subset: str, city: str, image_id: str, where: str) -> Pair:
                 f"gtFine/{subset}/{city}/{image_id}_gtFine{TRAIN_IDS}", where)
 
 
-@register_listed("cityscapes")
 def cityscapes_source(root: Path, options: dict[str, Any]) -> ListedSource:
     """Cityscapes at ``root``."""
     return ListedSource(name="cityscapes", root=root,

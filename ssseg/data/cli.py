@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     """``ssseg data check``: print every problem; 1 if any, else a summary and 0."""
     from ssseg.data.check import check_source
-    from ssseg.data.folder import source_for
+    from ssseg.data.registry import source_for
 
     problems = check_source(source_for(args.dataset, args.root, _options(args)), args.split)
     for problem in problems:
@@ -118,7 +118,7 @@ def class_presence(source: ListedSource, pool: list[Pair]) -> np.ndarray:
 
 def run_split(args: argparse.Namespace) -> int:
     """``ssseg data split``: write ``labeled.txt`` and ``unlabeled.txt`` into ``--out``."""
-    from ssseg.data.folder import source_for
+    from ssseg.data.registry import source_for
     from ssseg.data.splits import ALL, generate_split, parse_amount, read_list, write_list
 
     amount = parse_amount(args.labeled)
@@ -140,7 +140,7 @@ def run_split(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     """``ssseg data convert``: write a pair-list split directory from image-id lists."""
     from ssseg.data.check import list_problems, locate
-    from ssseg.data.folder import source_for
+    from ssseg.data.registry import source_for
     from ssseg.data.splits import (ALL, SplitLists, holds_ids, id_pool_and_val, read_ids,
                                    write_split_dir)
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssseg.data.base import IGNORE_INDEX, DataBundle, register_dataset
+from ssseg.data.base import IGNORE_INDEX, DataBundle
 from ssseg.data.transforms import PAD_COLORS
 from ssseg.recipe.structure import ConfigError, structure
 from ssseg.recipe.validators import in_range, positive
@@ -245,7 +245,6 @@ def labeled_indices(train: int, split: str, split_seed: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(perm[:k]))
 
 
-@register_dataset("embedded")
 def build_embedded(cfg, needs: str = "train") -> DataBundle:
     """Build the embedded dataset's :class:`DataBundle` from a ``DataConfig``, generating only
     the images ``needs`` asks for (``train``: all, ``val``: the val set, ``classes``: none)."""

@@ -29,13 +29,13 @@ import yaml
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from ssseg.data.base import IGNORE_INDEX, DataBundle, dataset_names, register_dataset
+from ssseg.data.base import IGNORE_INDEX, DataBundle
 from ssseg.data.check import Sample, preflight
 from ssseg.data.io import read_image, read_index_mask
 from ssseg.data.splits import IdLayout, SplitLists, load_split, load_val, shipped_split_dir, split_names
 from ssseg.data.transforms import PAD_COLORS, WeakPipeline
 from ssseg.errors import UserError
-from ssseg.recipe.structure import ConfigError, structure
+from ssseg.recipe.structure import structure
 
 Palette = tuple[tuple[int, int, int], ...]
 
@@ -140,38 +140,6 @@ def build_listed(cfg, source: ListedSource, needs: str = "train") -> DataBundle:
         ignore_index=IGNORE_INDEX)
 
 
-SourceFactory = Callable[[Path, dict[str, Any]], ListedSource]
-_SOURCES: dict[str, SourceFactory] = {}
-
-
-def register_listed(name: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Register ``factory(root, options) -> ListedSource`` as dataset ``name``: recipes build it
-    with :func:`build_listed`, and ``ssseg data check`` / ``split`` find it by name."""
-
-    def deco(factory: SourceFactory) -> SourceFactory:
-        _SOURCES[name] = factory
-        register_dataset(name)(lambda cfg, needs: build_listed(cfg, source_for(name, cfg.root, cfg.options),
-                                                               needs))
-        return factory
-
-    return deco
-
-
-def source_for(dataset: str, root: str | Path | None, options: dict[str, Any] | None) -> ListedSource:
-    """The :class:`ListedSource` of a registered list-described dataset at ``root``."""
-    dataset_names()  # imports the built-in dataset modules, which register their sources
-    if dataset not in _SOURCES:
-        raise UserError(f"dataset {dataset!r} is not read from split lists; valid: "
-                        f"{', '.join(sorted(_SOURCES))}")
-    if root is None:
-        raise ConfigError("data.root", f"dataset {dataset!r} reads files: set it to the dataset's "
-                                       "root directory")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise ConfigError("data.root", f"{root} is not a directory")
-    return _SOURCES[dataset](root, dict(options or {}))
-
-
 @attrs.frozen
 class StandardOptions:
     """``data.options`` for datasets with shipped standard splits (VOC, Cityscapes)."""
@@ -223,7 +191,6 @@ def read_classes(path: Path) -> tuple[tuple[str, ...], Palette]:
     return tuple(names), tuple(tuple(c) for c in palette)
 
 
-@register_listed("folder")
 def folder_source(root: Path, options: dict[str, Any]) -> ListedSource:
     """The folder dataset at ``root`` (see the module doc)."""
     opt = structure(FolderOptions, options, "data.options")

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ssseg.data.folder import ListedSource, colormap, register_listed, standard_split_dir
+from ssseg.data.folder import ListedSource, colormap, standard_split_dir
 from ssseg.data.splits import Pair, read_ids
 from ssseg.errors import UserError
 
@@ -72,7 +72,6 @@ class VocDevkit:
                 for i in sorted(masks)]
 
 
-@register_listed("pascal_voc")
 def voc_source(root: Path, options: dict[str, Any]) -> ListedSource:
     """PASCAL VOC at ``root``."""
     return ListedSource(name="pascal_voc", root=root,

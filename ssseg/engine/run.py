@@ -12,7 +12,8 @@ import attrs
 import torch
 from torch import nn
 
-from ssseg.data.base import DataBundle, build_data
+from ssseg.data.base import DataBundle
+from ssseg.data.registry import build_data
 from ssseg.engine.distributed import rank_and_world
 from ssseg.engine.state import TrainingState
 from ssseg.engine.types import FeatureRequest
