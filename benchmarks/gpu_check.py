@@ -20,7 +20,7 @@ the rest still run:
 Writes ``gpu_check.md`` (one table) and ``gpu_check.json`` into ``--out``. Without CUDA (and
 without ``--quick``) it exits with status 2 and one line. ``--quick`` runs the same code at toy
 sizes on the CPU (gloo for DDP; the fp16 and compile steps, whose trainer paths
-``tests/test_precision.py`` covers, left out); ``tests/test_gpu_check.py`` runs it.
+``tests/core/test_precision.py`` covers, left out); ``tests/tools/test_gpu_check.py`` runs it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ NUMERICS = {
     "bf16 compile": ["run.precision=bf16", "run.compile=inductor"],
 }
 # --quick: the loop is the same for every option; the options' own trainer paths (fp16 and its
-# scaler, compile) are tested on the CPU by tests/test_precision.py and cost minutes here
+# scaler, compile) are tested on the CPU by tests/core/test_precision.py and cost minutes here
 QUICK_PAPER = {"iMAS VOC (R101, 513)": ("fp32", "bf16 channels_last"), "UniMatch VOC (R101, 513)": ("fp32",)}
 
 
@@ -156,7 +156,7 @@ def cuda_tests(check: Check) -> None:
     import pytest
 
     threads, outcomes = torch.get_num_threads(), Outcomes()
-    files = [HERE.parent / "tests" / ("test_cuda.py" if check.quick else "")]
+    files = [HERE.parent / "tests" / ("core/test_cuda.py" if check.quick else "")]
     status = pytest.main(["-q", "-m", "cuda", "-p", "no:cacheprovider", *map(str, files)], plugins=[outcomes])
     torch.set_num_threads(threads)  # tests/conftest.py sets one thread
     check.add("cuda_tests", "pytest -m cuda", exit_status=int(status), **outcomes.counts, failed=outcomes.failed)

@@ -9,24 +9,16 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["SSSEG_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
-import copy  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ssseg.recipe.load import merge  # noqa: E402
-from ssseg.testing import TINY_RECIPE as TINY  # noqa: E402,F401 - the kit's tiny recipe
 from ssseg.testing import tiny_recipe  # noqa: E402
 
 
-def tiny_recipe_dict(patch=None):
-    """The tiny recipe as a mapping, with ``patch`` merged over it."""
-    return merge(copy.deepcopy(TINY), patch or {})
-
-
 torch.set_num_threads(1)
-sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with use: "recorder:..."
+sys.path.insert(0, str(Path(__file__).parent))  # test plugins importable with use: "support.recorder:..."
 
 
 def pytest_configure(config):
@@ -57,9 +49,3 @@ def _processes_only_in_slow_tests(request, monkeypatch):
 def tiny():
     """Factory fixture: ``tiny(patch) -> Recipe``."""
     return tiny_recipe
-
-
-def view_of_plan(plan, weak, pseudo):
-    """(image, pseudo-labels) of one view built from the weak batch by ``plan``, as the core does."""
-    from ssseg.engine.views import view_image, view_pseudo
-    return view_image(plan, weak.image), view_pseudo(plan, pseudo, pseudo)

@@ -13,7 +13,7 @@ from ssseg.data.cli import register
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 
-from data_trees import H, W, folder_tree, problems, save_image, voc_tree
+from support.data_trees import H, W, folder_tree, problems, save_image, voc_tree
 
 
 def messages(root, dataset="folder", split=None) -> list[str]:

@@ -13,7 +13,7 @@ from ssseg.data.splits import split_names
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 
-from data_trees import cityscapes_tree, save_image
+from support.data_trees import cityscapes_tree, save_image
 
 SPEC_TABLE = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
               25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}

@@ -11,7 +11,7 @@ from ssseg.data.folder import colormap
 from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 
-from data_trees import H, W, folder_tree
+from support.data_trees import H, W, folder_tree
 
 
 def config(root, split="2", **kw) -> DataConfig:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_trees import cityscapes_tree, problems, save_image, voc_devkit_tree
+from support.data_trees import cityscapes_tree, problems, save_image, voc_devkit_tree
 from ssseg.cli import main
 from ssseg.data import check
 from ssseg.data.registry import build_data

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import tiny_recipe_dict
-from data_trees import folder_tree, problems
+from support.recipes import tiny_recipe_dict
+from support.data_trees import folder_tree, problems
 from ssseg.cli import main
 from ssseg.data.registry import build_data
 from ssseg.errors import UserError

@@ -14,7 +14,7 @@ from ssseg.data.splits import (ALL, Pair, apportion, generate_split, load_split,
                                parse_list, read_list, shipped_split_dir, split_names, write_list)
 from ssseg.errors import UserError
 
-from data_trees import folder_tree
+from support.data_trees import folder_tree
 
 SHIPPED = {  # split -> labeled count; the pools hold 10,582 and 2,975 pairs
     "pascal": {"92": 92, "183": 183, "366": 366, "732": 732, "1464": 1464, "1_16": 662,

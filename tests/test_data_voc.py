@@ -15,7 +15,7 @@ from ssseg.errors import UserError
 from ssseg.recipe.schema import DataConfig
 from ssseg.recipe.structure import ConfigError
 
-from data_trees import H, W, voc_tree
+from support.data_trees import H, W, voc_tree
 
 STANDARD = ["1464", "183", "1_16", "1_4", "1_8", "366", "732", "92",
             "u2pl_1_16", "u2pl_1_4", "u2pl_1_8", "all"]

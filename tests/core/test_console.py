@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from conftest import tiny_recipe_dict
+from support.recipes import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.console import Console, eval_table, progress_line
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_recipe_dict
+from support.recipes import tiny_recipe_dict
 from ssseg.cli import main
 from ssseg.engine import checkpoint
 from ssseg.engine.checkpoint import NonFiniteWeights
@@ -33,7 +33,7 @@ def records(out, event="train"):
 
 def test_divergence_names_the_restart_command_and_that_command_finishes_the_run(tmp_path, capsys):
     recipe = write(tmp_path, {"optim": {"iters": 4, "lr": 1.0}, "run": {"checkpoint_every": 1},
-                              "plugins": {"fixmatch": {}, "nan": {"use": "recorder:NaNAt", "at": 2, "above_lr": 0.5}}})
+                              "plugins": {"fixmatch": {}, "nan": {"use": "support.recorder:NaNAt", "at": 2, "above_lr": 0.5}}})
     out = tmp_path / "run"
     assert main(["train", str(recipe), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -131,7 +131,7 @@ def test_resume_validates_the_checkpoint_s_contents(tmp_path, capsys, change, me
 @pytest.mark.parametrize("patch", [{"at": 1}, {"every_step": True}])
 def test_skip_survives_a_skipped_logging_step_and_every_step_skipped(tmp_path, capsys, patch):
     recipe = write(tmp_path, {"optim": {"iters": 3}, "run": {"on_nonfinite": "skip", "log_every": 1},
-                              "plugins": {"fixmatch": {}, "nan": {"use": "recorder:NaNAt", **patch}}})
+                              "plugins": {"fixmatch": {}, "nan": {"use": "support.recorder:NaNAt", **patch}}})
     assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and "skipped (non-finite loss)" in err

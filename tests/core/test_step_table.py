@@ -11,7 +11,7 @@ import attrs
 import pytest
 import torch
 
-import recorder
+from support import recorder
 from ssseg import hookdoc, hookspecs, step_table, testing
 from ssseg.cli import main
 from ssseg.engine.run import BuildContext, build_run
@@ -74,12 +74,12 @@ def test_a_missing_required_hook_is_refused_by_check_explain_and_train_alike(tmp
 def test_ordering_options_are_refused_naming_plugin_and_hook(tiny):
     with pytest.raises(PluginError, match=r"plugin 'o' marks hook 'before_iteration' with tryfirst; ssseg "
                                           r"orders hooks itself"):
-        check_recipe(tiny({"plugins": {"o": {"use": "recorder:Ordered"}}}))
+        check_recipe(tiny({"plugins": {"o": {"use": "support.recorder:Ordered"}}}))
 
 
 def test_hooks_declared_without_gradient_run_without_it(tiny):
     recorder.HalfUsedHead.GRAD.clear()
-    trainer = Trainer(build_run(tiny({"plugins": {"h": {"use": "recorder:HalfUsedHead"}, "fixmatch": {}}})))
+    trainer = Trainer(build_run(tiny({"plugins": {"h": {"use": "support.recorder:HalfUsedHead"}, "fixmatch": {}}})))
     trainer.step(*next(trainer.batches()), until="losses")
     assert recorder.HalfUsedHead.GRAD == {"estimate_hardness": False, "extra_losses": True}
     assert step_table.HOOKS["estimate_hardness"].grad == "no_grad"
@@ -120,7 +120,7 @@ def test_best_pt_follows_the_headline_model_and_two_headlines_are_refused(tiny):
     assert list(models) == ["student", "teacher"] and headline == "teacher"
     with pytest.raises(UserError, match=r"eval_models marks several headline models \(teacher, other\)"):
         Trainer(build_run(tiny({"plugins": {"mean_teacher": {}, "fixmatch": {},
-                                            "two": {"use": "recorder:TwoHeadlines"}}})))  # before training
+                                            "two": {"use": "support.recorder:TwoHeadlines"}}})))  # before training
 
 
 def test_training_state_is_written_only_through_its_own_methods():
