@@ -1,6 +1,6 @@
 """docs/hooks.md, generated from the step table: ``python -m ssseg.hookdoc > docs/hooks.md``.
 
-tests/test_docs.py fails when the page and the table differ, so the page is regenerated whenever
+tests/tools/test_docs.py fails when the page and the table differ, so the page is regenerated whenever
 the table changes."""
 
 from __future__ import annotations

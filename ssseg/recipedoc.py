@@ -2,7 +2,7 @@
 
 Each key's row comes from its field in :mod:`ssseg.recipe.schema` (type, default, valid values,
 and the meaning given to :func:`~ssseg.recipe.schema.key`), each section's introduction from its
-class docstring; the prose around the tables is here. tests/test_docs.py fails when the page and
+class docstring; the prose around the tables is here. tests/tools/test_docs.py fails when the page and
 the schema differ, so the page is regenerated whenever a recipe key changes."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ encoder features, decoder features, a head; the encoder is the backbone of `opti
 smp 0.6's `DeepLabV3Plus` has `decoder_aspp_dropout: 0.5` (a Dropout after the ASPP projection)
 and `decoder_aspp_separable: true` by default. Both are constructor arguments, so
 `model.options: {decoder_aspp_dropout: 0, decoder_aspp_separable: false}` reaches smp and
-removes them (`tests/test_models_released.py` checks the dropout). Neither released decoder has
+removes them (`tests/core/test_models_released.py` checks the dropout). Neither released decoder has
 dropout. Even so, smp's decoder is not the released one (table below).
 
 ### The released DeepLabV3+ (`DeepLabV3PlusReleased`)

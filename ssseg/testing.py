@@ -51,7 +51,7 @@ under DDP) and no optimiser step is taken, so a decision derived from per-rank d
 (which must be averaged with ``all_reduce_sum_``) is not exercised, and a decision that shows only
 in values (box sizes, blend factors) or in observers after the forward is not seen. A choice
 that diverges with probability p per step goes unnoticed with probability (1 − p)^16. Real
-multi-process runs are tested by ssseg's ``tests/test_distributed.py``.
+multi-process runs are tested by ssseg's ``tests/core/test_distributed.py``.
 
 The kit raises its own messages, so pytest need not rewrite its asserts: PYTEST_DONT_REWRITE.
 """

@@ -133,3 +133,12 @@ def test_contributing_example_plugin_passes_the_contract_kit_from_its_recipe(mon
     assert toml["project"]["entry-points"]["ssseg.plugins"]["confidence_ramp"].endswith(":ConfidenceRamp")
     call = re.search(r"`weight_loss\((.*?)\)` once per view", text, re.S)[1]
     assert tuple(call.split(", ")) == HOOKS["weight_loss"].arg_names
+
+
+def test_every_test_file_the_docs_cite_exists():
+    """Docs name test files by their path in the folders (the scaffold's own tests/test_plugin.py
+    aside, which is a new plugin's file, not ssseg's)."""
+    repo = DOCS.parent
+    texts = [repo / "README.md", repo / "CONTRIBUTING.md", *DOCS.glob("*.md"), repo / "benchmarks" / "RESULTS.md"]
+    cited = {m for path in texts for m in re.findall(r"tests/[\w/]+\.py", path.read_text())}
+    assert cited and sorted(c for c in cited - {"tests/test_plugin.py"} if not (repo / c).is_file()) == []
