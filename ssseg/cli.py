@@ -15,6 +15,7 @@ from ssseg import __version__
 from ssseg.cli_options import add_overrides
 from ssseg.console import Console
 from ssseg.errors import Diverged, UserError
+from ssseg.signals import handling
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -92,12 +93,8 @@ def stop_on_signals(trainer):
             raise KeyboardInterrupt
         trainer.stop_signal = signum
 
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling(request):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def cmd_eval(args) -> int:

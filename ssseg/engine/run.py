@@ -23,13 +23,13 @@ from ssseg.plugin_manager import PluginSet, check_recipe
 from ssseg.recipe.schema import Recipe
 
 
-@attrs.frozen
-class BuildContext:
-    """What the build hooks see, read-only: ``recipe`` (validated), ``out_dir`` (None when nothing
-    is written), ``device``, ``data`` (:class:`~ssseg.data.base.DataBundle`: ``labeled``,
-    ``unlabeled``, ``val``, ``num_classes``, ``ignore_index``, ``class_names``), ``student`` (the
-    :class:`~ssseg.models.SegModel`), ``pseudo_label_source`` (the recipe's decision), ``rank`` and
-    ``world_size``."""
+@attrs.frozen(kw_only=True)
+class RunBasics:
+    """What every phase of a run knows once the data and the student exist: ``recipe``
+    (validated), ``out_dir`` (None when nothing is written), ``device``, ``data``
+    (:class:`~ssseg.data.base.DataBundle`: ``labeled``, ``unlabeled``, ``val``, ``num_classes``,
+    ``ignore_index``, ``class_names``), ``student`` (the :class:`~ssseg.models.SegModel`),
+    ``pseudo_label_source`` (the recipe's decision), ``rank`` and ``world_size``."""
 
     recipe: Recipe
     out_dir: Path | None
@@ -44,6 +44,12 @@ class BuildContext:
     def is_main(self) -> bool:
         """True on the process that writes files (rank 0)."""
         return self.rank == 0
+
+
+@attrs.frozen(kw_only=True)
+class BuildContext(RunBasics):
+    """What the build hooks see, read-only: the :class:`RunBasics` (recipe, out_dir, device, data,
+    student, pseudo_label_source, rank, world_size) and ``new_model(seed)``."""
 
     def new_model(self, seed: int) -> SegModel:
         """Another instance of the recipe's model (the same architecture and encoder weights file)
@@ -54,39 +60,27 @@ class BuildContext:
             return build_model(self.recipe.model, self.data.num_classes)
 
 
-@attrs.frozen
-class Run:
+@attrs.frozen(kw_only=True)
+class Run(RunBasics):
     """A built run, made once from the build hooks' combined answers; plugins receive it in
-    ``setup`` and the evaluation hooks. Besides :class:`BuildContext`'s fields: ``modules`` (the
-    trainable modules contributed by ``build_modules``, by name, read-only), ``optimizer``,
-    ``teacher`` (the module that makes pseudo-labels: a plugin's teacher, or the student itself
-    when none builds one), ``features`` (the union of ``request_features``) and ``state`` (the
+    ``setup`` and the evaluation hooks. Besides the :class:`RunBasics` (recipe, out_dir, device,
+    data, student, pseudo_label_source, rank, world_size): ``modules`` (the trainable modules
+    contributed by ``build_modules``, by name, read-only), ``optimizer``, ``teacher`` (the module
+    that makes pseudo-labels: a plugin's teacher, or the student itself when none builds one),
+    ``features`` (the union of ``request_features``) and ``state`` (the
     :class:`~ssseg.engine.state.TrainingState`, written only through its own methods);
     ``iteration`` is the number of steps taken."""
 
-    recipe: Recipe
-    out_dir: Path | None
-    device: torch.device
-    data: DataBundle
-    student: SegModel
     teacher: nn.Module
     modules: Mapping[str, nn.Module]
     optimizer: torch.optim.Optimizer | None
-    pseudo_label_source: str
     features: FeatureRequest
     state: TrainingState
-    rank: int = 0
-    world_size: int = 1
 
     @property
     def iteration(self) -> int:
         """The number of training steps taken."""
         return self.state.iteration
-
-    @property
-    def is_main(self) -> bool:
-        """True on the process that writes files (rank 0)."""
-        return self.rank == 0
 
     @property
     def separate_teacher(self) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 from ssseg.errors import UserError
+from ssseg.signals import handling
 from ssseg.suite import slurm
 from ssseg.suite.folder import JOB, STATE, mark, read_json, settle, slurm_states, write_json
 from ssseg.suite.results import counted
@@ -54,12 +55,8 @@ def stop_on_signals() -> Iterator[None]:
     def stop(signum: int, _frame: Any) -> None:
         raise Stopped(signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handling(stop):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def available_cores() -> int:
