@@ -1,9 +1,10 @@
 """Reporting what is wrong with a dataset's lists and files, file by file.
 
-:func:`check_source` (``ssseg data check``) reads every listed file. :func:`preflight` is the
-cheap version dataset builders run before training: no list is empty or names an image twice,
-every listed file exists, and a few evenly spaced labeled and val pairs are read in full, so bad
-data fails before the first step with the same messages.
+:func:`check_source` (``ssseg data check``) reads every listed file. :func:`preflight` is what
+dataset builders run before training, with the same messages: no list is empty, names an image
+twice or puts one image in two roles, every listed file exists, and every labeled and val pair is
+checked (sizes and modes from the images' headers, every mask decoded: its size and values), so
+bad data fails before the first step instead of silently or mid-training.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import attrs
 import numpy as np
 
 from ssseg.data.base import IGNORE_INDEX
-from ssseg.data.io import BadFile, read_image
+from ssseg.data.io import BadFile, image_header, read_image
 from ssseg.data.splits import SHIPPED_DIR, Pair, SplitLists, repeats
 from ssseg.errors import UserError
 from ssseg.progress import Progress
@@ -23,7 +24,6 @@ from ssseg.progress import Progress
 if TYPE_CHECKING:
     from ssseg.data.folder import ListedSource
 
-PREFLIGHT_SAMPLES = 8
 MAX_REPORTED = 10
 
 
@@ -55,6 +55,10 @@ def list_problems(lists: SplitLists) -> list[Problem]:
         problems += [Problem(again.where, f"{again.image} is listed twice (first at line "
                                           f"{first.where.rsplit(':', 1)[1]}); remove the repeat")
                      for again, first in repeats(pairs)]
+    labeled_at = {pair.image: pair.where for pair in lists.labeled}
+    problems += [Problem(pair.where, f"{pair.image} is also a labeled image (at {labeled_at[pair.image]}); "
+                                     "an image is labeled or unlabeled in a split, not both")
+                 for pair in lists.unlabeled or [] if pair.image in labeled_at]
     val_at = {pair.image: pair.where for pair in lists.val}
     problems += [Problem(pair.where, f"{pair.image} is also a val image (at {val_at[pair.image]}); "
                                      "training must not see the images it is evaluated on")
@@ -80,12 +84,13 @@ def locate(source: ListedSource, pairs: Sequence[Pair],
     return samples, problems
 
 
-def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Problem]:
-    """Read an image and its mask in full: readable, same size, values within the classes."""
+def check_pair(source: ListedSource, image_path: str, mask_path: str, full_image: bool = True) -> list[Problem]:
+    """An image and its mask: readable, same size, mask values within the classes. The mask is
+    always decoded; the image in full with ``full_image``, else only its header (its size)."""
     problems = []
-    image = mask = None
+    size = mask = None
     try:
-        image = read_image(image_path)
+        size = tuple(read_image(image_path).shape[-2:]) if full_image else image_header(image_path)[0][::-1]
     except BadFile as err:
         problems.append(Problem.of(err))
     try:
@@ -94,8 +99,8 @@ def check_pair(source: ListedSource, image_path: str, mask_path: str) -> list[Pr
         problems.append(Problem.of(err))
     if mask is None:
         return problems
-    if image is not None and tuple(image.shape[-2:]) != mask.shape:
-        (ih, iw), (mh, mw) = image.shape[-2:], mask.shape
+    if size is not None and size != mask.shape:
+        (ih, iw), (mh, mw) = size, mask.shape
         problems.append(Problem(mask_path, f"mask is {mw}x{mh} (WxH) but its image {image_path} "
                                            f"is {iw}x{ih}"))
     counts = np.bincount(mask.ravel(), minlength=256)
@@ -123,15 +128,10 @@ def sample_problems(source: ListedSource, sample: Sample) -> list[Problem]:
     return []
 
 
-def _evenly_spaced(samples: Sequence[Sample], k: int) -> list[Sample]:
-    if len(samples) <= k:
-        return list(samples)
-    return [samples[i] for i in np.linspace(0, len(samples) - 1, k).round().astype(int)]
-
-
 def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]]:
-    """Check the lists (none empty, no image twice), locate every file of ``lists`` and read a
-    few labeled and val pairs in full.
+    """Check the lists (none empty, no image twice, none in two roles), locate every file of
+    ``lists`` and check every labeled and val pair (:func:`check_pair` on the image's header and
+    the decoded mask).
 
     Returns the located samples per role (``labeled``, ``unlabeled``, ``val``); raises
     :class:`UserError` listing the problems (the same messages as :func:`check_source`).
@@ -142,9 +142,11 @@ def preflight(source: ListedSource, lists: SplitLists) -> dict[str, list[Sample]
         located[role], missing = locate(source, pairs, with_masks=role != "unlabeled")
         problems += missing
     if not problems:
-        for role in ("labeled", "val"):
-            for sample in _evenly_spaced(located[role], PREFLIGHT_SAMPLES):
-                problems += sample_problems(source, sample)
+        pairs = [sample for role in ("labeled", "val") for sample in located[role]]
+        with Progress(len(pairs), "data check before training", unit="pairs") as progress:
+            for image, mask in pairs:
+                problems += check_pair(source, image, mask, full_image=False)
+                progress.update()
     if problems:
         raise UserError(_summary(source, problems))
     return located
@@ -154,7 +156,9 @@ def _summary(source: ListedSource, problems: list[Problem]) -> str:
     shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
     more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
     shipped = source.split_dir.is_relative_to(SHIPPED_DIR)
-    split_dir = "" if shipped else f" --split-dir {source.split_dir}"
+    relative = source.split_dir.relative_to(source.root) if source.split_dir.is_relative_to(source.root) \
+        else source.split_dir  # --split-dir is read relative to ROOT
+    split_dir = "" if shipped else f" --split-dir {relative}"
     return (f"dataset {source.name!r} at {source.root}: {len(problems)} problem(s) with the split "
             f"lists or the files they name (a full report: ssseg data check {source.root} "
             f"--dataset {source.name}{split_dir}):\n  {shown}{more}")
@@ -181,7 +185,26 @@ def _lists_to_check(source: ListedSource,
             [p for p in images_only.values() if p.image not in labeled_images], list(problems))
 
 
-def check_source(source: ListedSource, split: str | None = None) -> list[Problem]:
+@attrs.frozen
+class CheckReport:
+    """What ``ssseg data check`` found: the ``problems``, and how many image-mask ``pairs`` and
+    mask-less ``images`` were checked."""
+
+    problems: list[Problem]
+    pairs: int
+    images: int
+
+    def missing_under(self) -> tuple[str, int] | None:
+        """(folder, count) when most problems are missing files under one folder (a part of the
+        dataset not installed), else None."""
+        folders = [str(Path(p.file).parent) for p in self.problems if p.message.startswith("missing")]
+        if not folders:
+            return None
+        top = max(set(folders), key=folders.count)
+        return (top, folders.count(top)) if folders.count(top) * 2 > len(self.problems) else None
+
+
+def check_source(source: ListedSource, split: str | None = None) -> CheckReport:
     """Every problem with the lists and files of ``split`` (all splits and the pool when None);
     reading the files shows progress (:mod:`ssseg.progress`)."""
     with_masks, images_only, problems = _lists_to_check(source, split)
@@ -194,4 +217,4 @@ def check_source(source: ListedSource, split: str | None = None) -> list[Problem
         for sample in samples:
             problems += sample_problems(source, sample)
             progress.update(1 + (sample[1] is not None))
-    return problems
+    return CheckReport(problems, pairs=len(labeled), images=len(unlabeled))

@@ -81,19 +81,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.set_defaults(func=run_convert)
 
 
+SHOWN_PROBLEMS = 20  # ``ssseg data check`` lists this many problems, then counts the rest
+KNOWN_PARTS = {"SegmentationClassAug": "the SBD augmented masks (SegmentationClassAug) are not installed? "
+                                       "they come with SBD; see docs/datasets.md"}
+
+
 def run_check(args: argparse.Namespace) -> int:
-    """``ssseg data check``: print every problem; 1 if any, else a summary and 0."""
+    """``ssseg data check``: the first problems, how many more, and a diagnosis when most are
+    files missing under one folder; 1 if any, else a summary with the counts and 0."""
     from ssseg.data.check import check_source
     from ssseg.data.registry import source_for
 
-    problems = check_source(source_for(args.dataset, args.root, _options(args)), args.split)
-    for problem in problems:
+    report = check_source(source_for(args.dataset, args.root, _options(args)), args.split)
+    problems = report.problems
+    for problem in problems[:SHOWN_PROBLEMS]:
         print(problem)
+    if len(problems) > SHOWN_PROBLEMS:
+        print(f"... and {len(problems) - SHOWN_PROBLEMS} more")
+    checked = f"{report.pairs} image-mask pairs and {report.images} unlabeled images checked"
     if problems:
-        print(f"{len(problems)} problem(s) found")
+        print(f"{len(problems)} problem(s) found; {checked}")
+        missing = report.missing_under()
+        if missing:
+            folder, count = missing
+            hint = next((h for part, h in KNOWN_PARTS.items() if Path(folder).name == part),
+                        "is that part of the dataset installed, and --split-dir / --dataset right?")
+            print(f"{count} of them are files missing under {folder}: {hint}")
         return 1
     print(f"{args.dataset} at {args.root}: {'split ' + args.split if args.split else 'all splits'} "
-          "OK (every listed file exists and reads, masks match their images and classes)")
+          f"OK: {checked} (every listed file exists and reads, masks match their images and classes)")
     return 0
 
 

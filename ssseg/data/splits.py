@@ -96,8 +96,9 @@ class IdLayout(Protocol):
 
 
 def _read_text(path: Path) -> str:
+    """A split list's text; a byte-order mark at its start (Windows editors write one) is dropped."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise UserError(f"{path}: cannot read split list ({err.strerror or err})") from None
 
@@ -163,7 +164,7 @@ def holds_ids(split_dir: str | Path) -> bool:
 
 
 def _first_entry(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as file:
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
         return next((fields for fields in map(str.split, file) if fields), [])
 
 

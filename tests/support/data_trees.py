@@ -141,4 +141,4 @@ def voc_devkit_tree(root: Path, n_train: int = 2, n_aug: int = 3, n_val: int = 2
 
 def problems(root: Path, dataset: str = "folder", split: str | None = None, **options) -> list[str]:
     """The messages ``ssseg data check`` prints for the dataset at ``root``."""
-    return [str(p) for p in check_source(source_for(dataset, root, options), split)]
+    return [str(p) for p in check_source(source_for(dataset, root, options), split).problems]
