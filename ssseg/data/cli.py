@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "images, mask/image size mismatches, mask values outside the classes and "
                     "colour masks. Exit status 1 if there are problems.")
     check.add_argument("root", help="the dataset's root directory")
-    check.add_argument("--dataset", required=True, help="pascal_voc, cityscapes or folder")
+    check.add_argument("--dataset", required=True, help="pascal_voc, cityscapes, folder or mmseg")
     check.add_argument("--split", help="check only this split (and val); default: every split")
     check.add_argument("--split-dir", help="the split directory, relative to ROOT: pair lists, or "
                                            "image-id lists such as ImageSets/Segmentation (default: "
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--split-dir (such as the VOC devkit's ImageSets/Segmentation) and each "
                     "--labeled file. Pool and val come from the id directory, else from the tree.")
     convert.add_argument("root", type=Path, help="the dataset's root directory")
-    convert.add_argument("--dataset", required=True, help="pascal_voc or cityscapes")
+    convert.add_argument("--dataset", required=True, help="pascal_voc, cityscapes or mmseg")
     convert.add_argument("--split-dir", help="a directory of id lists, relative to ROOT (default: "
                                              "none; pool and val from the tree)")
     convert.add_argument("--labeled", type=Path, action="append", default=[], metavar="IDS",
@@ -163,7 +163,7 @@ def run_convert(args: argparse.Namespace) -> int:
     source = source_for(args.dataset, args.root, _options(args))
     if source.layout is None:
         raise UserError(f"data convert: dataset {args.dataset!r} has no official layout that "
-                        "places image ids (pascal_voc and cityscapes have)")
+                        "places image ids (pascal_voc, cityscapes and mmseg have)")
     if args.split_dir and not holds_ids(source.split_dir):
         raise UserError(f"data convert: {source.split_dir} holds no image-id lists (it is a "
                         "directory of pair lists already, or absent)")

@@ -32,7 +32,8 @@ from torchvision.transforms.v2 import functional as F
 from ssseg.data.base import IGNORE_INDEX, DataBundle
 from ssseg.data.check import Sample, preflight
 from ssseg.data.io import read_image, read_index_mask
-from ssseg.data.splits import IdLayout, SplitLists, load_split, load_val, shipped_split_dir, split_names
+from ssseg.data.splits import (ALL, IdLayout, SplitLists, id_pool_and_val, load_split, load_val,
+                               shipped_split_dir, split_names)
 from ssseg.data.transforms import PAD_COLORS, WeakPipeline
 from ssseg.errors import UserError
 from ssseg.recipe.structure import structure
@@ -63,6 +64,7 @@ class ListedSource:
     ``read_mask(path) -> uint8 [H, W]`` decodes a mask to class indices; ``find_mask(listed path)``
     gives the file to read for a listed mask, or None if it is missing; ``layout`` places image
     ids in the dataset's official layout (None: the split directory must hold pair lists).
+    ``lists_optional``: without a split directory, the layout's tree is the one split ``all``.
     """
 
     name: str
@@ -73,22 +75,37 @@ class ListedSource:
     read_mask: Callable[[Path], np.ndarray] = read_index_mask
     find_mask: Callable[[Path], Path | None] = existing_file
     layout: IdLayout | None = None
+    lists_optional: bool = False
 
     @property
     def num_classes(self) -> int:
         """The number of classes."""
         return len(self.class_names)
 
+    @property
+    def tree_only(self) -> bool:
+        """Whether the splits come from the layout's tree alone (no split directory)."""
+        return self.lists_optional and self.layout is not None and not self.split_dir.exists()
+
     def split_names(self) -> list[str]:
         """The splits the split directory offers."""
-        return split_names(self.split_dir)
+        return [ALL] if self.tree_only else split_names(self.split_dir)
 
     def lists(self, split: str) -> SplitLists:
         """The pairs of ``split``."""
-        return load_split(self.split_dir, split, self.layout)
+        if not self.tree_only:
+            return load_split(self.split_dir, split, self.layout)
+        if split != ALL:
+            raise UserError(f"data.split: unknown split {split!r}: {self.split_dir} does not exist, so "
+                            f"the one split is {ALL!r} (every training image labeled); write id lists "
+                            f"<split>.txt (one image id per line) there for others")
+        pool, val, _ = id_pool_and_val(None, self.layout)
+        return SplitLists(labeled=pool, unlabeled=None, val=val)
 
     def val_lists(self) -> SplitLists:
         """Only the val pairs."""
+        if self.tree_only:
+            return SplitLists(labeled=[], unlabeled=None, val=self.layout.tree("val"))
         return load_val(self.split_dir, self.layout)
 
 

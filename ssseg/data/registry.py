@@ -11,6 +11,7 @@ from ssseg.data.base import DataBundle
 from ssseg.data.cityscapes import cityscapes_source
 from ssseg.data.embedded import build_embedded
 from ssseg.data.folder import ListedSource, build_listed, folder_source
+from ssseg.data.mmseg import mmseg_source
 from ssseg.data.voc import voc_source
 from ssseg.errors import UserError
 from ssseg.recipe.structure import ConfigError
@@ -19,7 +20,8 @@ from ssseg.recipe.structure import ConfigError
 GENERATED: dict[str, Callable[..., DataBundle]] = {"embedded": build_embedded}
 # name -> factory(root, options) -> ListedSource, for datasets read from split lists
 LISTED: dict[str, Callable[[Path, dict[str, Any]], ListedSource]] = {
-    "pascal_voc": voc_source, "cityscapes": cityscapes_source, "folder": folder_source}
+    "pascal_voc": voc_source, "cityscapes": cityscapes_source, "folder": folder_source,
+    "mmseg": mmseg_source}
 
 
 def dataset_names() -> list[str]:

@@ -251,7 +251,7 @@ def _load_id_split(split_dir: Path, split: str, layout: IdLayout) -> SplitLists:
 def _placing(layout: IdLayout | None, split_dir: Path) -> IdLayout:
     if layout is None:
         raise UserError(f"{split_dir} holds lists of image ids, and this dataset has no official "
-                        "layout to place them in (pascal_voc and cityscapes have): give lists of "
+                        "layout to place them in (pascal_voc, cityscapes and mmseg have): give lists of "
                         "'<image path> <mask path>' (pool.txt, val.txt, <split>/labeled.txt)")
     return layout
 
