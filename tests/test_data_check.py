@@ -99,5 +99,5 @@ def test_cli_check_exit_codes(tmp_path, capsys):
     assert run_cli("check", str(tmp_path), "--dataset", "folder", "--split", "2") == 1
     out = capsys.readouterr().out
     assert "im1.png: missing" in out and "1 problem(s) found" in out
-    with pytest.raises(UserError, match="valid: cityscapes, folder, pascal_voc"):
+    with pytest.raises(UserError, match="valid: cityscapes, folder, mmseg, pascal_voc"):
         run_cli("check", str(tmp_path), "--dataset", "nope")
