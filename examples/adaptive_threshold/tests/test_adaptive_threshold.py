@@ -81,4 +81,5 @@ def test_recipe_and_suite_validate(tmp_path):
                              str(HERE / "suite.yaml"), "--out", str(tmp_path / "suite")],
                             capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
-    assert {line.split("/")[0] for line in listed.stdout.splitlines()} == {"fixed", "adaptive"}
+    runs = [line for line in listed.stdout.splitlines() if not line.startswith(" ")]  # not the command lines
+    assert {line.split("/")[0] for line in runs} == {"fixed", "adaptive"}
