@@ -43,8 +43,10 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
     shapes, and λ_u.
 ``distributed`` (opt-in: ``rules=RULES + OPT_IN_RULES``; real processes, about 15 s)
     two gloo processes (``torch.distributed.run``) train the tiny recipe 2 iterations; every
-    trained parameter (student, modules from ``build_modules``, teacher) must end identical on
-    both ranks. The plugin class must be importable in a subprocess (a module on ``sys.path``).
+    trained parameter (student, modules from ``build_modules``, teacher) and every plugin's state
+    (``state_dict()`` and its tensor, module and number attributes) must end identical on both
+    ranks; the first entry that differs is named. The plugin class must be importable in a
+    subprocess (a module on ``sys.path``).
 
 Limits of ``shared-randomness``: both simulated ranks see the same batch and the same model (as
 under DDP) and no optimiser step is taken, so a decision derived from per-rank data statistics
@@ -82,7 +84,7 @@ from ssseg.engine.checkpoint import Checkpointer, restore
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
-from ssseg.hookspecs import HOOK_KINDS, hookimpl
+from ssseg.hookspecs import HOOK_KINDS
 from ssseg.plugin_manager import PluginError, PluginSet, check_recipe, instantiate, register_plugins
 from ssseg.step_table import BUILD_HOOKS, UNLABELED_HOOKS
 from ssseg.recipe.load import build_recipe, load_recipe, merge
@@ -319,29 +321,36 @@ class _Contract:
 
     def distributed(self) -> None:
         """Two gloo processes train the tiny recipe 2 iterations: every trained parameter (student,
-        contributed modules, teacher) ends identical on both ranks."""
+        contributed modules, teacher) and every plugin's state end identical on both ranks."""
         folder = self.workdir / "distributed"
         folder.mkdir(parents=True)
         plugins = {**self.recipe(first=True).plugins}
         plugins[self.key] = {**self.params, "use": f"{self.cls.__module__}:{self.cls.__qualname__}"}
-        plugins["rank_weights"] = {"use": f"{__name__}:RankWeights", "folder": str(folder)}
         recipe = merge(merge(merge(copy.deepcopy(TINY_RECIPE), CONTRACT_PATCH), self.patch), {"plugins": plugins})
         (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               "--nproc_per_node", "2", "-m", "ssseg", "train", str(folder / "recipe.yaml"),
-                               "--out", str(folder / "run")], env=env, capture_output=True, text=True,
-                              timeout=300)
+                               "--nproc_per_node", "2", "-m", "ssseg.testing", str(folder / "recipe.yaml"),
+                               str(folder)], env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             self.fail("distributed", f"2-process gloo training failed:\n{proc.stderr[-2000:]}",
                       "the plugin must work under DDP: all-reduce per-rank statistics with "
                       "all_reduce_sum_, call ctx.modules[name] once per step with gradient")
         ranks = [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-        for name in sorted(ranks[0]):
-            if not torch.equal(ranks[0][name], ranks[1][name]):
+        for name in sorted(ranks[0]["weights"]):
+            if not torch.equal(ranks[0]["weights"][name], ranks[1]["weights"][name]):
                 self.fail("distributed", f"after 2 iterations on 2 processes, {name} differs between "
                           "the ranks", "train modules through build_modules (the core wraps them for DDP) "
                           "and call ctx.modules[name], not the plain module, in the training forward")
+        for key in sorted(ranks[0]["plugins"]):
+            a, b = ranks[0]["plugins"][key], ranks[1]["plugins"][key]
+            for entry in sorted(a.keys() | b.keys()):
+                if entry not in a or entry not in b or not _same(a[entry], b[entry]):
+                    self.fail("distributed", f"after 2 iterations on 2 processes, plugin {key!r}'s state "
+                              f"{entry!r} differs between the ranks: {_show(a.get(entry))} vs "
+                              f"{_show(b.get(entry))}", "state that decides training must agree on "
+                              "every rank: reduce per-rank statistics (all_reduce_sum_, all_reduce_mean_, "
+                              "all_gather_rows from ssseg.api) before keeping them")
 
     # -- running the tiny recipe --------------------------------------------------------------
 
@@ -401,33 +410,22 @@ class _Contract:
         return steps, trainer.plugins
 
 
-class RankWeights:
-    """The ``distributed`` rule's probe: at the last step, each rank saves every trained parameter
-    (student, contributed modules, teacher) to ``folder/rank<N>.pt``."""
+def train_rank(recipe_path: str, folder: str) -> None:
+    """One rank of the ``distributed`` rule (``python -m ssseg.testing RECIPE FOLDER`` under
+    ``torch.distributed.run``): train the recipe, then save every trained parameter (student,
+    contributed modules, teacher) and every plugin's state to ``FOLDER/rank<N>.pt``."""
+    from ssseg.engine.distributed import init_from_env
 
-    name = "rank_weights"
-
-    @attrs.frozen
-    class Config:
-        folder: str
-
-    def __init__(self, config):
-        self.config, self.run = config, None
-
-    @hookimpl
-    def setup(self, run) -> None:
-        self.run = run
-
-    @hookimpl
-    def after_iteration(self, ctx) -> None:
-        if ctx.iteration + 1 < ctx.max_iters:
-            return
-        run, named = self.run, {"student": self.run.student, **self.run.modules}
-        if run.separate_teacher:
-            named["teacher"] = run.teacher
-        params = {f"{m}.{k}": v.detach().cpu().clone() for m, module in named.items()
-                  for k, v in module.named_parameters()}
-        torch.save(params, Path(self.config.folder) / f"rank{ctx.rank}.pt")
+    init_from_env()
+    trainer = Trainer(build_run(load_recipe(recipe_path, [])))
+    trainer.train()
+    run, named = trainer.run, {"student": trainer.run.student, **trainer.run.modules}
+    if run.separate_teacher:
+        named["teacher"] = run.teacher
+    weights = {f"{m}.{k}": v.detach().cpu().clone() for m, module in named.items()
+               for k, v in module.named_parameters()}
+    states = {key: plugin_state(plugin) for key, plugin in trainer.plugins.plugins.items()}
+    torch.save({"weights": weights, "plugins": states}, Path(folder) / f"rank{run.rank}.pt")
 
 
 def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch,
@@ -510,3 +508,7 @@ def _show(value: Any) -> str:
     if isinstance(value, Tensor) and value.numel() > 6:
         return f"tensor{tuple(value.shape)} (sum {float(value.double().sum()):.6g})"
     return repr(value)
+
+
+if __name__ == "__main__":
+    train_rank(*sys.argv[1:3])

@@ -200,3 +200,17 @@ def test_control_flow_from_the_per_rank_generator_breaks_shared_randomness():
 def test_unknown_rules_are_refused():
     with pytest.raises(ValueError, match="valid: " + ", ".join(RULES)):
         check_plugin(Ramp, rules=["ordr"])
+
+
+@pytest.mark.slow
+def test_the_distributed_rule_names_plugin_state_that_diverges_across_ranks(tmp_path):
+    from support.recorder import RankCounter
+    with pytest.raises(ContractViolation, match=r"rule 'distributed'.*plugin 'rank_counter''s state "
+                                                r"'count' differs between the ranks: 0 vs 2"):
+        check_plugin(RankCounter, rules=["distributed"], workdir=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_distributed_rule_passes_a_plugin_whose_state_agrees(tmp_path):
+    from ssseg_plugins.confidence_threshold import ConfidenceThreshold
+    check_plugin(ConfidenceThreshold, rules=["distributed"], workdir=tmp_path)

@@ -372,3 +372,28 @@ class TwoHeadlines(Plugin):
     def eval_models(self, run):
         from ssseg.api import EvalModel
         return {"other": EvalModel(run.student, headline=True)}
+
+
+class RankCounter(Plugin):
+    """Keeps a count that grows by this process's rank every step: state that diverges across
+    ranks (the contract kit's distributed rule must catch it)."""
+
+    name = "rank_counter"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.count = 0
+
+    @hookimpl
+    def after_iteration(self, ctx):
+        self.count += ctx.rank
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
