@@ -22,7 +22,9 @@ builder `build`, the step runner (`ssseg/engine/step.py`) the step phases on eve
 `evaluate`. Every hook's kind, arguments, combine rule, answer check and gradient mode come from
 the table.
 
-Kinds: **decision** (at most one plugin per recipe; the core has the default), **contribution**
+Kinds: **decision** (at most one plugin per recipe; the core has the default; a plugin whose config
+turns a decision off says so with `decides`, the decision hooks it takes part in, and is then not
+asked it), **contribution**
 (every plugin answers; combined by the hook's commutative rule), **observer** (side effects; recipe
 order). A hook implementation may take any subset of its arguments. Every answer is checked where
 it enters the core: a wrong type or shape is an error naming the plugin, the hook and what it gave.

@@ -16,7 +16,7 @@ import pluggy
 import torch
 
 from ssseg import hookspecs, step_table
-from ssseg.compat import hookspec_problem, removed_attribute_hint, renamed_argument_hint
+from ssseg.compat import hookspec_problem, implemented_hooks, removed_attribute_hint, renamed_argument_hint
 from ssseg.errors import PluginError, UserError
 from ssseg.plugin_faults import plugin_failure
 from ssseg.recipe.structure import ConfigError, combine, structure
@@ -196,9 +196,35 @@ def plugin_name(plugin: Any) -> str:
     return getattr(plugin, "recipe_key", None) or getattr(plugin, "name", None) or type(plugin).__name__
 
 
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, registering a plugin's decision hooks only where it takes part: a plugin
+    whose ``decides`` (from its config) leaves out a decision hook it implements is not asked it,
+    so it composes with another plugin that takes that decision."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is not None and hookspecs.HOOK_KINDS.get(name) == "decision" and name not in decisions_of(plugin):
+            return None
+        return opts
+
+
+def decisions_of(plugin: Any) -> set[str]:
+    """The decision hooks ``plugin`` takes part in: its ``decides`` (an attribute or property,
+    from its config), by default every decision hook it implements."""
+    implemented = {h for h in implemented_hooks(type(plugin)) if hookspecs.HOOK_KINDS.get(h) == "decision"}
+    declared = getattr(plugin, "decides", None)
+    if declared is None:
+        return implemented
+    unknown = sorted(set(declared) - implemented)
+    if unknown:
+        raise PluginError(f"plugin {plugin_name(plugin)!r} decides {unknown}, which are not decision hooks it "
+                          f"implements ({', '.join(sorted(implemented)) or 'none'})")
+    return set(declared)
+
+
 def new_manager() -> pluggy.PluginManager:
     """A plugin manager with ssseg's hook specs."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm = _Manager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs.SPECS)
     return pm
 

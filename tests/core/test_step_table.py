@@ -131,3 +131,13 @@ def test_training_state_is_written_only_through_its_own_methods():
                  for path in (ROOT / folder).rglob("*.py") if path.name != "state.py"
                  for n, line in enumerate(path.read_text().splitlines(), 1) if writes.search(line)]
     assert offenders == []
+
+
+def test_a_plugin_that_takes_no_part_in_a_decision_composes_with_one_that_does(tiny):
+    off = {"optional": {"use": "support.recorder:OptionalPlanner"}, "fixmatch": {}}
+    trainer = Trainer(build_run(tiny({"plugins": off})))
+    assert trainer.plugins.answering("plan_views") == ["fixmatch"]
+    assert list(trainer.step(*next(trainer.batches()), until="prepare").views) == ["strong"]
+    on = {"optional": {"use": "support.recorder:OptionalPlanner", "enabled": True}, "fixmatch": {}}
+    with pytest.raises(PluginError, match=r"'fixmatch' and 'optional' both answer the decision hook 'plan_views'"):
+        check_recipe(tiny({"plugins": on}))

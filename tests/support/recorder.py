@@ -397,3 +397,21 @@ class RankCounter(Plugin):
 
     def load_state_dict(self, state):
         self.count = state["count"]
+
+
+class OptionalPlanner(Plugin):
+    """Plans its own views only when ``enabled``; otherwise it takes no part in ``plan_views``."""
+
+    name = "optional_planner"
+
+    @attrs.frozen
+    class Config:
+        enabled: bool = False
+
+    @property
+    def decides(self):
+        return {"plan_views"} if self.config.enabled else set()
+
+    @hookimpl
+    def plan_views(self, ctx, hardness):
+        return [View("mine", coef=1.0)]
