@@ -46,12 +46,21 @@ def _train(args, folder) -> int:
     overrides = args.override + (["plugins.tensorboard={}"] if args.tensorboard else [])
     recipe = folder.open(args.recipe, overrides, args.resume)
 
+    from ssseg.engine.distributed import init_from_env, leave
+
+    init_from_env()
+    try:
+        return _train_in_group(args, folder, recipe)
+    finally:
+        leave()
+
+
+def _train_in_group(args, folder, recipe) -> int:
+    """Build and train the run (every rank of a torchrun), resuming with ``--resume``."""
     from ssseg.engine import checkpoint
-    from ssseg.engine.distributed import init_from_env
     from ssseg.engine.run import build_run
     from ssseg.engine.trainer import Stopped, Trainer
 
-    init_from_env()
     built = build_run(recipe, folder.path)
     run = built.run
     checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)

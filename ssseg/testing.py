@@ -414,7 +414,7 @@ def train_rank(recipe_path: str, folder: str) -> None:
     """One rank of the ``distributed`` rule (``python -m ssseg.testing RECIPE FOLDER`` under
     ``torch.distributed.run``): train the recipe, then save every trained parameter (student,
     contributed modules, teacher) and every plugin's state to ``FOLDER/rank<N>.pt``."""
-    from ssseg.engine.distributed import init_from_env
+    from ssseg.engine.distributed import init_from_env, leave
 
     init_from_env()
     trainer = Trainer(build_run(load_recipe(recipe_path, [])))
@@ -426,6 +426,7 @@ def train_rank(recipe_path: str, folder: str) -> None:
                for k, v in module.named_parameters()}
     states = {key: plugin_state(plugin) for key, plugin in trainer.plugins.plugins.items()}
     torch.save({"weights": weights, "plugins": states}, Path(folder) / f"rank{run.rank}.pt")
+    leave()
 
 
 def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: UnlabeledBatch,

@@ -19,6 +19,13 @@ def init_from_env() -> None:
     dist.init_process_group(backend)
 
 
+def leave() -> None:
+    """Leave the process group (before the process exits: a gloo group still alive at exit can
+    abort the process with ``terminate called without an active exception``)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size); (0, 1) without a process group."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
