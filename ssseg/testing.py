@@ -31,7 +31,8 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
     recipe without it, trained :data:`ACTS_ITERS` iterations from the same warm start
     (:func:`pretrained_start`), differ in a loss term of some iteration or in a trained weight by
     more than float re-association (relative 1e-5), or :func:`check_recipe` refuses the recipe
-    with a message naming the plugin. An answer the core would drop (a ``weight_loss``
+    with a message naming the plugin. Companions that ``check_recipe`` refuses without the plugin
+    (naming them: they need it) are left out of the run without it too. An answer the core would drop (a ``weight_loss``
     that no view loss reads, a hardness nothing consumes, a ``min_kept`` above the batch's pixels)
     is an error, not a silent no-op: refuse such a recipe in ``validate``, saying what to remove or
     set. Exempt: a plugin that answers no decision or contribution hook (only observers, such as
@@ -76,6 +77,7 @@ import functools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -373,10 +375,10 @@ class _Contract:
                           f"without naming the plugin: {err}", f"name plugins.{self.key} in the refusal, "
                           "with the hook and what to remove or set")
             return
-        longer = {"optim": {"iters": ACTS_ITERS}}
         runs = {}
-        for name, plugins in (("with", recipe.plugins), ("without", self.companions)):
-            tiny = tiny_recipe(merge(merge(merge(CONTRACT_PATCH, self.patch), longer), {"plugins": plugins}))
+        for name, plugins in (("with", recipe.plugins), ("without", self.companions_alone())):
+            tiny = tiny_recipe(merge(merge(merge(CONTRACT_PATCH, self.patch), {"optim": {"iters": ACTS_ITERS}}),
+                                     {"plugins": plugins}))
             try:
                 runs[name] = train_tiny(tiny, self.workdir / f"acts-{name}", pretrained_start())
             except Exception as err:  # noqa: BLE001 - reported as this rule's failure
@@ -390,6 +392,21 @@ class _Contract:
                       "refuse the recipes where the core drops its answers (raise UserError from validate "
                       "naming the plugin, the hook and what to remove or set), or pass compose_with= "
                       "companions that use them (a view planner such as fixmatch for weight_loss)")
+
+    def companions_alone(self) -> dict[str, dict[str, Any]]:
+        """The companions without the plugin, less those that need it: while :func:`check_recipe`
+        refuses them naming a companion (``plugins.<key>``), that companion is left out too."""
+        companions = dict(self.companions)
+        while True:
+            try:
+                check_recipe(tiny_recipe(merge(merge(CONTRACT_PATCH, self.patch), {"plugins": companions})))
+                return companions
+            except UserError as err:
+                named = [k for k in re.findall(r"plugins\.(\w+)", str(err)) if k in companions]
+                if not named:
+                    self.fail("acts", f"the companions without the plugin ({', '.join(companions) or 'none'}) are "
+                              f"refused: {err}", "pass compose_with= companions that compose without it")
+                del companions[named[0]]
 
     def order(self) -> None:
         """The plugin first or last in the recipe: the same training."""

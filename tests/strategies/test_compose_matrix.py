@@ -119,7 +119,8 @@ def test_an_accepted_plugin_changes_training(recipe_id, plugin, alone, tmp_path)
         added = train_tiny(tiny_version(recipe(recipe_id, plugin), ITERS), tmp_path / "run", pretrained_start())
     except UserError as err:
         pytest.fail(f"ssseg explain accepts {plugin} in {recipe_id}, but training refuses it: {err}")
-    assert training_difference(added, alone(recipe_id)) is not None, (
+    difference = training_difference(added, alone(recipe_id))
+    assert difference is not None, (
         f"adding {plugin!r} to {recipe_id} is a silent no-op: check_recipe accepts it, and {ITERS} iterations "
         f"from a warm start train exactly as {recipe_id} alone (every loss term and weight equal up to "
         f"rounding): its answers to {', '.join(answering_hooks(SHIPPED[plugin]))} are dropped. Refuse the "
