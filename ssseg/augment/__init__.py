@@ -1,5 +1,6 @@
-"""Batched, per-sample augmentation on tensors: photometric ops/plans and CutMix."""
+"""Batched, per-sample augmentation on tensors: photometric ops/plans, CutMix and Cutout."""
 
+from ssseg.augment.cutout import cutout, cutout_box
 from ssseg.augment.cutmix import box_masks, fixmatch_boxes, hard_easy_partners, imas_boxes, mix, mix_from
 from ssseg.augment.photometric import (
     OP_NAMES,
@@ -17,6 +18,8 @@ __all__ = [
     "apply_plan",
     "blend",
     "box_masks",
+    "cutout",
+    "cutout_box",
     "fixmatch_boxes",
     "hard_easy_partners",
     "imas_boxes",
