@@ -48,8 +48,10 @@ def main() -> int:
     for name in args.recipes:
         for seed in args.seeds:
             run = OUT / f"{name}_s{seed}"
-            cmd = [sys.executable, "-m", "ssseg", "train", str(ROOT / "recipes" / f"{name}.yaml"),
-                   "--out", str(run), "-o", f"seed={seed}"]
+            cmd = [sys.executable, "-m", "ssseg", "train", f"recipes/{name}.yaml",
+                   "--out", str(run.relative_to(ROOT)), "-o", f"seed={seed}"]
+            if (run / "last.pt").exists():  # an interrupted single-stage run continues
+                cmd.append("--resume")
             started = time.perf_counter()
             if not (run / "done.json").exists():
                 subprocess.run(cmd, check=True, cwd=ROOT)
@@ -57,11 +59,11 @@ def main() -> int:
             last, best = final_scores(run)
             wall = json.loads((run / "done.json").read_text())["wall_s"]
             record = {"recipe": name, "seed": seed, "last": last, "best": best, "wall_s": round(wall),
-                      "command": " ".join(cmd[1:])}
+                      "command": "python " + " ".join(cmd[1:])}
             with LOG.open("a") as log:
                 log.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
-            rows.setdefault(name, []).append(last)
+            rows.setdefault(name, []).append(100 * last)
     print("| recipe | seeds | final val mIoU, mean ± std | per seed |\n|---|---|---|---|")
     for name, values in rows.items():
         std = statistics.stdev(values) if len(values) > 1 else 0.0

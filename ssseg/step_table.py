@@ -297,7 +297,7 @@ PHASES: tuple[Phase, ...] = (
     )),
     Phase("stage", "stage", "Only for a recipe with ``stages``: around each stage, a whole training "
           "run of the recipe with the stage's patch in ``<out>/stages/<name>/``, from a fresh model. "
-          "A stage whose folder holds ``done`` is skipped when the same command runs again; an "
+          "A stage whose folder holds ``done.json`` is skipped when the same command runs again; an "
           "unfinished one continues from its ``last.pt``. Stage hooks are called on the stage's own "
           "plugins (its recipe's).", (
         Hook("stage_training_set", "decision", _a("stage: Stage"), "TrainingSet | None",
@@ -314,7 +314,7 @@ PHASES: tuple[Phase, ...] = (
              "``dataset_pass.checkpoint(stage, iteration)``), e.g. the ends of chosen epochs.",
              answers.iterations),
         Hook("after_stage", "observer", _a("stage: Stage; dataset_pass: DatasetPass"), "None",
-             "After the stage's training (and before ``done`` is written): a pass over the unlabeled "
+             "After the stage's training (and before ``done.json`` is written): a pass over the unlabeled "
              "set with image ids. ``dataset_pass.predict(checkpoints, ids, scales, flip)`` yields "
              "batches of ids and each checkpoint's probabilities; write this stage's outputs with "
              "``write_labels`` (PNG label maps, atomic; ``missing_labels`` says what a killed pass "
@@ -335,6 +335,8 @@ STEP_PHASES: tuple[str, ...] = tuple(p.name for p in PHASES if p.runner == "step
 # hooks called only while building a run, and only for a step with an unlabeled batch (the kit's sets)
 BUILD_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner in ("check", "build") for h in p.hooks)
 UNLABELED_HOOKS: tuple[str, ...] = tuple(h.name for h in HOOKS.values() if h.unlabeled)
+# hooks called only between the stages of a staged recipe (the kit trains one run: none of them)
+STAGE_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner == "stage" for h in p.hooks)
 
 
 def phase(name: str) -> Phase:

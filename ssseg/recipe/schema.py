@@ -274,6 +274,8 @@ class Recipe:
         "staged training (ST/ST++): the stages in order, each a training run of this recipe "
         "patched, in `<out>/stages/<name>/`; a finished stage is not redone when the same command "
         "runs again ([hooks.md](hooks.md), phase `stage`); empty: one ordinary run",
-        factory=tuple, validator=_stages)
+        factory=tuple, validator=_stages,
+        valid="a list of `{name, reads, patch}`: `name` unique (letters, digits, `_`, `-`), `reads` "
+              "earlier stages' names, `patch` recipe keys except `stages` and `seed`")
     source: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False,
                                      metadata={NOT_A_KEY: True})

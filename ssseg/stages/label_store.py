@@ -50,12 +50,12 @@ def read_label(folder: Path, image_id: str, size: tuple[int, int] | None = None)
     path = label_path(folder, image_id)
     if not path.is_file():
         raise UserError(f"pseudo-label file missing: {path}; the set holds {len(written_ids(folder))} "
-                        "labels; delete the stage's folder's 'done' marker to run its pass again")
+                        "labels; delete the stage's done.json to run its pass again")
     try:
         labels = torch.from_numpy(read_index_mask(path)).long()
     except BadFile as err:
         raise UserError(f"damaged pseudo-label file {path} ({err.reason}); delete it and run the same "
-                        "command again to rewrite it (the writing stage's 'done' marker too)") from None
+                        "command again to rewrite it (and the writing stage's done.json)") from None
     if size is not None and tuple(labels.shape) != tuple(size):
         raise UserError(f"pseudo-label file {path} is {labels.shape[0]}x{labels.shape[1]}, but its image "
                         f"is {size[0]}x{size[1]}; delete it and run the same command again")

@@ -71,8 +71,8 @@ def pseudo_labeled(data: DataBundle, stages_dir: Path, reference: str, readable:
         try:
             image_header(label_path(folder, image_id))
         except UserError as err:
-            raise UserError(f"damaged pseudo-label file {err}; delete it and the writing stage's "
-                            "'done' marker, then run the same command again") from None
+            raise UserError(f"damaged pseudo-label file {err}; delete it and the writing stage's done.json, "
+                            "then run the same command again") from None
     return PseudoLabeled(data.unlabeled, folder, ids, augment)
 
 
