@@ -67,7 +67,7 @@ def render() -> str:
             lines.append(hook.doc + "\n")
     lines.append("## The values\n")
     for cls in (types.StepContext, BuildContext, Run, types.LabeledBatch, types.UnlabeledBatch, types.Pseudo,
-                types.View, types.AugmentationPlan, types.ViewInput, types.StudentOutputs,
+                types.View, types.AugmentationPlan, types.CutMix, types.ViewInput, types.StudentOutputs,
                 types.Features, types.FeatureRequest, types.LossTerm, types.EvalModel, Stage, TrainingSet,
                 DatasetPass, PassBatch):
         fields = ", ".join(f"`{f.name}`" for f in cls.__attrs_attrs__)

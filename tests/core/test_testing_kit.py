@@ -110,7 +110,8 @@ def test_a_non_finite_loss_breaks_composes():
 
 
 def test_a_hook_the_recipe_never_calls_breaks_composes():
-    broken("composes", "hook.s. weight_loss were never called", Ramp, compose_with={"mean_teacher": {}})
+    broken("composes", "answers weight_loss, which this recipe never calls: no plugin of the recipe plans views",
+           Ramp, compose_with={"mean_teacher": {}})
 
 
 class Calls(Ramp):

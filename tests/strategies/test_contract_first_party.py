@@ -16,6 +16,8 @@ COMPANIONS = {
     "mean_teacher": {"compose_with": {"fixmatch": {}, "confidence_threshold": {}}},
     "imas_weighting": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_hardness": {}}},
     "imas_augmentation": {"compose_with": {"mean_teacher": {}, "imas_hardness": {}}},
+    "imas_hardness": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_weighting": {}}},
+    "ohem": {"config": {"min_kept": 300}},  # below the tiny recipe's 2 × 32² labeled pixels
     "cps": {"compose_with": {}},
     # the kit's 2 iterations fall in U2PL's supervised warm start unless it is 0 epochs long
     "u2pl": {"config": {"sup_only_epochs": 0}, "compose_with": {"mean_teacher": {}}},
