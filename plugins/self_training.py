@@ -35,7 +35,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import DatasetPass, Plugin, Stage, TrainingSet, UserError, View, hookimpl, in_range, positive
+from ssseg.api import DatasetPass, Plugin, Stage, TrainingSet, UserError, hookimpl, in_range, positive
 from ssseg.augment.cutout import cutout
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
 
@@ -128,11 +128,6 @@ class SelfTraining(Plugin):
             if sorted(stage.reads) != sorted(earlier):
                 raise UserError(f"stages[{i}].reads: {self.name} stage {stage.name!r} reads every earlier "
                                 f"stage: set it to {earlier}")
-
-    @hookimpl
-    def plan_views(self, ctx, hardness) -> list[View]:
-        """No unlabeled views: pseudo-labelled images arrive as labeled samples."""
-        return []
 
     @hookimpl
     def stage_training_set(self, stage: Stage) -> TrainingSet | None:

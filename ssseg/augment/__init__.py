@@ -1,6 +1,5 @@
-"""Batched, per-sample augmentation on tensors: photometric ops/plans, CutMix and Cutout."""
+"""Batched, per-sample augmentation on tensors: photometric ops/plans and CutMix."""
 
-from ssseg.augment.cutout import cutout, cutout_box
 from ssseg.augment.cutmix import box_masks, fixmatch_boxes, hard_easy_partners, imas_boxes, mix, mix_from
 from ssseg.augment.photometric import (
     OP_NAMES,
@@ -18,8 +17,6 @@ __all__ = [
     "apply_plan",
     "blend",
     "box_masks",
-    "cutout",
-    "cutout_box",
     "fixmatch_boxes",
     "hard_easy_partners",
     "imas_boxes",
