@@ -166,3 +166,23 @@ def eval_models(answer: Any, kwargs: dict) -> str | None:
                                                for k, v in answer.items()):
         return f"expected a dict of name -> torch.nn.Module or EvalModel, got {describe(answer)}"
     return None
+
+
+def iterations(answer: Any, kwargs: dict) -> str | None:
+    """Iterations of the stage, each in [1, optim.iters] (``stage_snapshots``)."""
+    iters = kwargs["stage"].recipe.optim.iters
+    if not isinstance(answer, (tuple, list, set, frozenset)) or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and 1 <= i <= iters for i in answer):
+        return f"expected iterations in [1, {iters}] (optim.iters), got {describe(answer)}"
+    return None
+
+
+def training_set(answer: Any, kwargs: dict) -> str | None:
+    """A :class:`~ssseg.stages.types.TrainingSet` (``stage_training_set``)."""
+    from ssseg.stages.types import TrainingSet
+
+    if not isinstance(answer, TrainingSet):
+        return f"expected a TrainingSet, got {describe(answer)}"
+    if answer.labeled_copies is not None and answer.labeled_copies < 1:
+        return f"labeled_copies must be at least 1, got {answer.labeled_copies}"
+    return None

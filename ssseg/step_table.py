@@ -27,7 +27,7 @@ from ssseg import answers
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 
-HOOKSPEC_VERSION = 6
+HOOKSPEC_VERSION = 7
 
 Kind = Literal["decision", "contribution", "observer"]
 Grad = Literal["no_grad", "enabled"]
@@ -72,6 +72,10 @@ def _feature_union(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> Fe
                           second_view=any(r.second_view for r in requests))
 
 
+def _iteration_union(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(sorted({int(i) for answer in answers_ if answer is not None for i in answer}))
+
+
 def _none(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> None:
     return None
 
@@ -93,7 +97,9 @@ NAMED_UNION = Combine("named union", "the union of every answer's names (a name 
                       "error)", named_union)
 FEATURE_UNION = Combine("feature union", "the union of every request (features, flags)", _feature_union)
 NONE = Combine("none", "side effects only; answers are ignored", _none)
-COMBINE_RULES = (FIRST, PRODUCT, NAMED_UNION, FEATURE_UNION, NONE)
+ITERATION_UNION = Combine("iteration union", "the sorted union of every answer's iterations",
+                          _iteration_union)
+COMBINE_RULES = (FIRST, PRODUCT, NAMED_UNION, FEATURE_UNION, NONE, ITERATION_UNION)
 
 
 @attrs.frozen
@@ -149,7 +155,7 @@ class Phase:
     ``autocast``: the step runner runs it at the recipe's precision; ``hooks`` in call order."""
 
     name: str
-    runner: Literal["check", "build", "step", "evaluate"]
+    runner: Literal["check", "build", "step", "evaluate", "stage"]
     doc: str
     hooks: tuple[Hook, ...] = ()
     autocast: bool = False
@@ -342,12 +348,38 @@ PHASES: tuple[Phase, ...] = (
              "``models`` by name (the student and every ``eval_models`` answer), for example to draw "
              "their predictions."),
     )),
+    Phase("stage", "stage", "Only for a recipe with ``stages``: around each stage, a whole training "
+          "run of the recipe with the stage's patch in ``<out>/stages/<name>/``, from a fresh model. "
+          "A stage whose folder holds ``done.json`` is skipped when the same command runs again; an "
+          "unfinished one continues from its ``last.pt``. Stage hooks are called on the stage's own "
+          "plugins (its recipe's).", (
+        Hook("stage_training_set", "decision", _a("stage: Stage"), "TrainingSet | None",
+             "Before the stage's run is built. Return which stored pseudo-label sets of earlier stages "
+             "(``\"<stage>/<set>\"``, stages this one ``reads``) it trains on beside the labeled set, "
+             "how often the labeled list is repeated, and the augmentation of the pseudo-labelled "
+             "samples only; the core serves them as one shuffled set of labeled samples (the recipe "
+             "then has ``data.batch_unlabeled: 0``). Default (None): the recipe's data.",
+             answers.training_set),
+        Hook("stage_snapshots", "contribution", _a("stage: Stage; iters_per_epoch: int"),
+             "Iterable[int] | None",
+             "Once the stage's run is built. Return iterations at which the stage keeps a snapshot "
+             "of its checkpoint (``snapshot_<iteration>.pt``, read with "
+             "``dataset_pass.checkpoint(stage, iteration)``), e.g. the ends of chosen epochs.",
+             answers.iterations),
+        Hook("after_stage", "observer", _a("stage: Stage; dataset_pass: DatasetPass"), "None",
+             "After the stage's training (and before ``done.json`` is written): a pass over the unlabeled "
+             "set with image ids. ``dataset_pass.predict(checkpoints, ids, scales, flip)`` yields "
+             "batches of ids and each checkpoint's probabilities; write this stage's outputs with "
+             "``write_labels`` (PNG label maps, atomic; ``missing_labels`` says what a killed pass "
+             "left undone) and ``write_ids``. Write nothing else: the stage folder is the core's.",
+             grad="no_grad"),
+    )),
 )
 
 # contribution hook -> its commutative rule
 CONTRIBUTION_RULES: dict[str, Combine] = {
     "build_modules": NAMED_UNION, "request_features": FEATURE_UNION, "weight_loss": PRODUCT,
-    "extra_losses": NAMED_UNION, "eval_models": NAMED_UNION,
+    "extra_losses": NAMED_UNION, "eval_models": NAMED_UNION, "stage_snapshots": ITERATION_UNION,
 }
 
 HOOKS: dict[str, Hook] = {h.name: h for phase in PHASES for h in phase.hooks}
@@ -356,6 +388,8 @@ STEP_PHASES: tuple[str, ...] = tuple(p.name for p in PHASES if p.runner == "step
 # hooks called only while building a run, and only for a step with an unlabeled batch (the kit's sets)
 BUILD_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner in ("check", "build") for h in p.hooks)
 UNLABELED_HOOKS: tuple[str, ...] = tuple(h.name for h in HOOKS.values() if h.unlabeled)
+# hooks called only between the stages of a staged recipe (the kit trains one run: none of them)
+STAGE_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner == "stage" for h in p.hooks)
 
 
 def phase(name: str) -> Phase:

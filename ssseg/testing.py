@@ -100,7 +100,7 @@ from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
 from ssseg.errors import UserError
 from ssseg.hookspecs import HOOK_KINDS
 from ssseg.plugin_manager import PluginError, PluginSet, check_recipe, instantiate, register_plugins
-from ssseg.step_table import BUILD_HOOKS, UNLABELED_HOOKS
+from ssseg.step_table import BUILD_HOOKS, STAGE_HOOKS, UNLABELED_HOOKS
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
@@ -514,7 +514,7 @@ class _Contract:
                       f"plugins {plugins} failed: {type(err).__name__}: {err}",
                       "see the error; compose_with= sets the companions, and state_dict() must "
                       "return what load_state_dict() accepts")
-        exempt = BUILD_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
+        exempt = BUILD_HOOKS + STAGE_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
         idle = [h for h in built.plugins.implements(self.key) if h not in called | set(exempt)]
         if idle and resume_from is None:
             self.fail("composes", f"hook(s) {', '.join(idle)} were never called in 2 iterations with "
