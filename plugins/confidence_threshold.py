@@ -27,7 +27,7 @@ class ConfidenceThreshold(Plugin):
         threshold: float = attrs.field(default=0.95, validator=in_range(0, 1))
 
     @hookimpl
-    def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo, hardness: Tensor | None) -> Tensor:
+    def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo) -> Tensor:
         """1[conf ≥ τ] ``[B,H,W]``; logs the confident share of the valid pixels."""
         mask = (pseudo.conf >= self.config.threshold).float()
         valid = pseudo.valid.float()

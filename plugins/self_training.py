@@ -92,7 +92,7 @@ class SelfTraining(Plugin):
     """ST: supervised stage, offline TTA pseudo-labels from its best model, re-training."""
 
     name = "st"
-    requires_hookspec = 7  # the stage hooks
+    requires_hookspec = 6  # the stage hooks
     stages = 2
 
     @attrs.frozen

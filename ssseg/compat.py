@@ -62,8 +62,8 @@ CHANGES: dict[int, str] = {
        "check_recipe refuses a plugin answering a hook the recipe never calls (no unlabeled batch, "
        "pseudo-label source 'none', no views) or a decision whose answer no hook takes "
        "(estimate_hardness without a hook taking hardness); imas_augmentation's views option is gone "
-       "(it refines the views of any strategy in the recipe, or plans its own when none does)",
-    7: "staged training: a recipe's stages (each a training run in <out>/stages/<name>/) and the phase "
+       "(it refines the views of any strategy in the recipe, or plans its own when none does); "
+       "staged training: a recipe's stages (each a training run in <out>/stages/<name>/) and the phase "
        "stage with stage_training_set(stage), stage_snapshots(stage, iters_per_epoch) and "
        "after_stage(stage, dataset_pass) (a pass over the unlabeled set with image ids; PNG "
        "pseudo-label sets written atomically and resumably); ssseg.api gains Stage, TrainingSet, "

@@ -4,6 +4,7 @@ with the hook kinds enforced."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import functools
 import importlib
@@ -197,9 +198,23 @@ def check_recipe(recipe: Any) -> PluginSet:
     except UserError as err:
         decider = registered.answering("pseudo_label_source")
         if decider and "pseudo-label source" in str(err):
-            raise type(err)(f"{err} (the pseudo-label source {source!r} is decided by {decider[0]})") from None
+            raise type(err)(f"{err} (the pseudo-label source {source!r} is decided by {decider[0]}'s "
+                            "pseudo_label_source)") from None
         raise
     return registered
+
+
+_IN_STAGE = contextvars.ContextVar("ssseg_in_stage", default=False)
+
+
+@contextlib.contextmanager
+def checking_a_stage():
+    """Within it, recipes are the stages of a staged recipe: their stage hooks are called."""
+    token = _IN_STAGE.set(True)
+    try:
+        yield
+    finally:
+        _IN_STAGE.reset(token)
 
 
 def _check_never_called(registered: PluginSet, recipe: Any) -> None:
@@ -208,10 +223,12 @@ def _check_never_called(registered: PluginSet, recipe: Any) -> None:
     decider = registered.answering("pseudo_label_source")
     holds = {"no_unlabeled": not recipe.data.batch_unlabeled,
              "source_none": registered.pseudo_label_source == "none",
-             "no_views": not (registered.answering("plan_views") or registered.answering("refine_views"))}
+             "no_views": not (registered.answering("plan_views") or registered.answering("refine_views")),
+             "no_stages": not (getattr(recipe, "stages", None) or _IN_STAGE.get())}
     instead = {"no_unlabeled": "set data.batch_unlabeled",
                "source_none": f"remove {decider[0] if decider else 'the plugin'} (it decides the source 'none')",
-               "no_views": "add a strategy that plans views"}
+               "no_views": "add a strategy that plans views",
+               "no_stages": "declare the recipe's stages (see recipes/st_plus_plus.yaml)"}
     for hook_name, hook in step_table.HOOKS.items():
         for key in registered.answering(hook_name):
             for condition in hook.never_called:

@@ -27,7 +27,7 @@ from ssseg import answers
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 
-HOOKSPEC_VERSION = 7
+HOOKSPEC_VERSION = 6
 
 Kind = Literal["decision", "contribution", "observer"]
 Grad = Literal["no_grad", "enabled"]
@@ -37,6 +37,7 @@ NEVER_CALLED: dict[str, str] = {
     "no_unlabeled": "the recipe has no unlabeled batch (data.batch_unlabeled: 0)",
     "source_none": "the pseudo-label source is 'none' (no pseudo-labels are made)",
     "no_views": "no plugin of the recipe plans views (plan_views or refine_views)",
+    "no_stages": "the recipe declares no stages",
 }
 
 
@@ -359,20 +360,20 @@ PHASES: tuple[Phase, ...] = (
              "how often the labeled list is repeated, and the augmentation of the pseudo-labelled "
              "samples only; the core serves them as one shuffled set of labeled samples (the recipe "
              "then has ``data.batch_unlabeled: 0``). Default (None): the recipe's data.",
-             answers.training_set),
+             answers.training_set, never_called=("no_stages",)),
         Hook("stage_snapshots", "contribution", _a("stage: Stage; iters_per_epoch: int"),
              "Iterable[int] | None",
              "Once the stage's run is built. Return iterations at which the stage keeps a snapshot "
              "of its checkpoint (``snapshot_<iteration>.pt``, read with "
              "``dataset_pass.checkpoint(stage, iteration)``), e.g. the ends of chosen epochs.",
-             answers.iterations),
+             answers.iterations, never_called=("no_stages",)),
         Hook("after_stage", "observer", _a("stage: Stage; dataset_pass: DatasetPass"), "None",
              "After the stage's training (and before ``done.json`` is written): a pass over the unlabeled "
              "set with image ids. ``dataset_pass.predict(checkpoints, ids, scales, flip)`` yields "
              "batches of ids and each checkpoint's probabilities; write this stage's outputs with "
              "``write_labels`` (PNG label maps, atomic; ``missing_labels`` says what a killed pass "
              "left undone) and ``write_ids``. Write nothing else: the stage folder is the core's.",
-             grad="no_grad"),
+             grad="no_grad", never_called=("no_stages",)),
     )),
 )
 

@@ -72,6 +72,7 @@ The kit raises its own messages, so pytest need not rewrite its asserts: PYTEST_
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -99,7 +100,8 @@ from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
 from ssseg.errors import UserError
 from ssseg.hookspecs import HOOK_KINDS
-from ssseg.plugin_manager import PluginError, PluginSet, check_recipe, instantiate, register_plugins
+from ssseg.plugin_manager import (PluginError, PluginSet, check_recipe, checking_a_stage, instantiate,
+                                  register_plugins)
 from ssseg.step_table import BUILD_HOOKS, STAGE_HOOKS, UNLABELED_HOOKS
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
@@ -167,9 +169,11 @@ def pretrained_start() -> dict[str, Tensor]:
 
 
 def answering_hooks(cls: type) -> list[str]:
-    """The decision and contribution hooks plugin class ``cls`` implements: the answers that can
-    change training (a plugin with none only observes, like a logger)."""
-    return [h for h in implemented_hooks(cls) if HOOK_KINDS.get(h) in ("decision", "contribution")]
+    """The decision and contribution hooks plugin class ``cls`` implements that can change one
+    training run (a plugin with none only observes, like a logger; stage hooks act between the
+    stages of a staged recipe, which tests/core/test_stages.py covers, not within a run)."""
+    return [h for h in implemented_hooks(cls)
+            if HOOK_KINDS.get(h) in ("decision", "contribution") and h not in STAGE_HOOKS]
 
 
 def train_tiny(recipe: Recipe, out: Path, start: Mapping[str, Tensor] | None = None) -> _Outcome:
@@ -241,7 +245,9 @@ def check_plugin(cls: type, config: Mapping[str, Any] | None = None,
     unknown = sorted(set(rules) - set(RULES + OPT_IN_RULES))
     if unknown:
         raise ValueError(f"unknown contract rules {unknown}; valid: {', '.join(RULES + OPT_IN_RULES)}")
-    with tempfile.TemporaryDirectory() as tmp:
+    # a plugin of staged methods is checked as one stage's plugin: the kit trains one run
+    staged = checking_a_stage() if set(implemented_hooks(cls)) & set(STAGE_HOOKS) else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, staged:
         contract = _Contract(cls, dict(config or {}), compose_with, dict(recipe or {}),
                              Path(workdir or tmp))
         for rule in rules:

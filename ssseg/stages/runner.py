@@ -18,7 +18,7 @@ from ssseg.engine.run import build_run
 from ssseg.engine.run_folder import RunFolder
 from ssseg.errors import UserError
 from ssseg.files import write_text
-from ssseg.plugin_manager import check_recipe
+from ssseg.plugin_manager import check_recipe, checking_a_stage
 from ssseg.recipe.load import build_recipe, merge
 from ssseg.recipe.schema import Recipe, StageConfig
 from ssseg.recipe.structure import unstructure
@@ -42,8 +42,9 @@ def stages_of(recipe: Recipe, out: Path) -> list[Stage]:
     names = tuple(s.name for s in recipe.stages)
     stages = [Stage(name=s.name, index=i, names=names, reads=s.reads, recipe=stage_recipe(recipe, s, i),
                     folder=out / STAGES / s.name) for i, s in enumerate(recipe.stages)]
-    for stage in stages:
-        check_recipe(stage.recipe)
+    with checking_a_stage():
+        for stage in stages:
+            check_recipe(stage.recipe)
     return stages
 
 
@@ -74,6 +75,12 @@ def train_stages(recipe: Recipe, folder: RunFolder,
 def train_stage(stage: Stage, sub: RunFolder, train_built: Callable[..., int],
                 how_to_continue: Callable[[], str]) -> int:
     """Build, train and pass one stage, then mark it done; the training's exit code."""
+    with checking_a_stage():
+        return _train_stage(stage, sub, train_built, how_to_continue)
+
+
+def _train_stage(stage: Stage, sub: RunFolder, train_built: Callable[..., int],
+                 how_to_continue: Callable[[], str]) -> int:
     plugins = check_recipe(stage.recipe)
     training_set = plugins.call("stage_training_set", stage=stage)
     data = compose(build_data(stage.recipe.data, "train"), training_set, stage.folder.parent, stage.reads)

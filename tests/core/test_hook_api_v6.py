@@ -161,7 +161,7 @@ REFUSALS = [
     ({"cps": {}, "mse_consistency": {}}, {},
      "plugins.mse_consistency: J needs the teacher's predictions, and the recipe's pseudo-label source is 'none': "
      "remove mse_consistency or the plugin that decides the source (the pseudo-label source 'none' is decided by "
-     "cps)"),
+     "cps's pseudo_label_source)"),
     ({"fixmatch": {}, "ohem": {}}, {},
      "plugins.ohem.min_kept: 100000 is at least the 2048 pixels of a labeled batch (data.batch_labeled 2 × "
      "data.crop 32²), so OHEM would keep every pixel: plain cross-entropy. Set plugins.ohem.min_kept below it, "

@@ -11,7 +11,7 @@ from ssseg.testing import tiny_recipe
 from support.resume import assert_resume_is_exact
 from support.imas import make_ctx, two_iterations_are_finite
 from ssseg.api import AugmentationPlan, CutMix, Pseudo, UnlabeledBatch, View
-from support.recipes import view_of_plan
+from support.recipes import answer, view_of_plan
 from ssseg.losses import weighted_view_loss
 from ssseg.step_table import HOOKS
 from ssseg.plugin_manager import instantiate
@@ -33,7 +33,7 @@ def fixed_case(b=3, c=4, h=5, w=6, seed=0):
 def core_loss(logits, pseudo, hardness, view=View("strong"), normalize="valid"):
     """The core's view loss with the weights of confidence_threshold × imas_weighting."""
     ctx = make_ctx()
-    answers = [instantiate(k, p).weight_loss(ctx=ctx, view=view, pseudo=pseudo, hardness=hardness)
+    answers = [answer(instantiate(k, p), "weight_loss", ctx=ctx, view=view, pseudo=pseudo, hardness=hardness)
                for k, p in (("confidence_threshold", {"threshold": TAU}), ("imas_weighting", {}))]
     weight = HOOKS["weight_loss"].combine.apply("weight_loss", answers, {"pseudo": pseudo})
     return weighted_view_loss(logits, pseudo, weight, normalize)

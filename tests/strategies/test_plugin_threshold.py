@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from support.recipes import answer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,7 +44,7 @@ def test_weight_is_one_exactly_where_conf_reaches_tau(tau, seed):
     logged = {}
     ctx = SimpleNamespace(log=lambda name, value: logged.update({name: float(value)}))
     plugin = instantiate("confidence_threshold", {"threshold": tau})
-    weight = plugin.weight_loss(ctx=ctx, view=View("strong"), pseudo=pseudo, hardness=None)
+    weight = answer(plugin, "weight_loss", ctx=ctx, view=View("strong"), pseudo=pseudo, hardness=None)
     assert weight.shape == conf.shape and weight[0, 0, 0] == 1
     assert torch.equal(weight, torch.where(conf >= tau, 1.0, 0.0))
     assert logged["mask_ratio/strong"] == pytest.approx(float((weight * valid).sum() / max(int(valid.sum()), 1)))

@@ -35,7 +35,7 @@ SUITE = {
     "reference": "plain",
     "variants": {
         "plain": {},
-        "hardness": {"patch": {"plugins": {"imas_hardness": {}}}},
+        "hardness": {"patch": {"plugins": {"imas_hardness": {}, "imas_weighting": {}}}},
         "broken": {"patch": {"data": {"dataset": "folder", "root": "/nonexistent/ssseg"}}},
     },
 }
