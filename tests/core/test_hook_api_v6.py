@@ -46,7 +46,7 @@ def test_a_labeled_view_has_a_loss_even_without_pseudo_labels(tiny):
     """With the source 'none' an unlabeled view must have coefficient 0, a labeled one need not."""
     recipe = tiny({"plugins": {"v": use("LabeledView"), "none": use("SourceNone")}})
     _, result = prepared_and_losses(recipe)
-    assert result.pseudo is None and float(result.terms["loss_u/lab"]) > 0
+    assert result.pseudo is None and float(result.terms["loss_u/lab"].detach()) > 0
 
 
 def test_a_labeled_cutmix_pastes_labeled_pixels_with_their_ground_truth(tiny):
