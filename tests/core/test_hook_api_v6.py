@@ -126,7 +126,7 @@ def test_weight_loss_reaches_a_loss_a_strategy_computes_itself(tiny):
         plugins = base if tau is None else {**base, "confidence_threshold": {"threshold": tau}}
         torch.manual_seed(0)
         _, result = prepared_and_losses(tiny({"plugins": plugins}))
-        terms[tau] = float(result.terms["cutmix_seg/cons"])
+        terms[tau] = float(result.terms["cutmix_seg/cons"].detach())
         assert result.views["mix"].weight.shape == result.views["mix"].pseudo.labels.shape
     assert terms[None] == terms[0.0] and terms[None] > 0 and terms[1.0] == 0
 
@@ -137,7 +137,7 @@ def test_the_supervised_loss_decision_reaches_a_second_network(tiny):
     for extra in ({}, {"ohem": {"min_kept": 50, "thresh": 0.0}}):
         torch.manual_seed(0)
         _, result = prepared_and_losses(tiny({"plugins": {"cps": {}, **extra}}))
-        sup_f2[bool(extra)] = float(result.terms["cps/sup_f2"])
+        sup_f2[bool(extra)] = float(result.terms["cps/sup_f2"].detach())
     assert sup_f2[True] != sup_f2[False]
 
 
