@@ -152,6 +152,8 @@ def test_every_row_is_the_recipes_value_and_the_length_is_the_iterations_table(p
             f"{path} {' '.join(overrides)}: {setting} ({key}) is not {value}"
         checked += 1
     assert checked, f"{path}: a settings table without one checked row"
+    if recipe.stages:  # each stage's length: its comment table, tests/strategies/test_self_training.py
+        return
     row = iteration_row(REPO / path, recipe.data.split)
     assert recipe.optim.iters == number(row["optim.iters"]), (path, overrides, row)
 
