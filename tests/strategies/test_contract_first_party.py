@@ -20,6 +20,9 @@ COMPANIONS = {
     # the kit's 2 iterations fall in U2PL's supervised warm start unless it is 0 epochs long
     "u2pl": {"config": {"sup_only_epochs": 0}, "compose_with": {"mean_teacher": {}}},
     "tensorboard": {"config": {"images": 1}},  # one image per grid keeps the kit's runs short
+    # the released composition: EMA teacher copying the student through epoch 0, τ, L_u over B·H·W
+    "augseg": {"compose_with": {"mean_teacher": {"warmup_epochs": 1}, "confidence_threshold": {}},
+               "recipe": {"unsup": {"normalize": "pixels"}}},
 }
 # first-party plugins that need an optional extra: module to import, else the contract test skips
 EXTRAS = {"tensorboard": "torch.utils.tensorboard"}
