@@ -77,8 +77,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import (AugmentationPlan, BuildContext, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
-                       StepContext, StudentOutputs, UnlabeledBatch, UserError, View, ViewInput, cross_entropy,
+from ssseg.api import (AugmentationPlan, BuildContext, CutMix, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
+                       StepContext, StudentOutputs, UnlabeledBatch, UserError, View, ViewInput,
                        hookimpl)
 from ssseg.augment import box_masks, mix, mix_from
 
@@ -212,7 +212,7 @@ class CPS(Plugin):
     # -- the step ----------------------------------------------------------------------------
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+    def plan_views(self) -> list[View]:
         """f1's unlabeled forward: u ("u") or u_mix ("mix"), coefficient 0 (L_cps is an extra term)."""
         return [View(self.view_name, coef=0.0)]
 
@@ -228,9 +228,8 @@ class CPS(Plugin):
         b, _, h, w = unlabeled.image.shape
         box = cps_boxes(b, (h, w), ctx.generator).to(ctx.device)
         if c.released_pairing:
-            return AugmentationPlan(cutmix_box=box, cutmix_partner=torch.arange(b, device=ctx.device),
-                                    cutmix_donor="second")
-        return AugmentationPlan(cutmix_box=box, cutmix_partner=random_cycle(b, ctx.generator).to(ctx.device))
+            return AugmentationPlan(mixes=(CutMix(box, torch.arange(b, device=ctx.device), donor="second"),))
+        return AugmentationPlan(mixes=(CutMix(box, random_cycle(b, ctx.generator).to(ctx.device)),))
 
     @hookimpl
     def extra_losses(self, ctx: StepContext, labeled: LabeledBatch, unlabeled: UnlabeledBatch | None,
@@ -241,7 +240,7 @@ class CPS(Plugin):
         bl = labeled.image.shape[0]
         images = [labeled.image] if view is None else [labeled.image, view.image]
         z2 = ctx.modules[F2](torch.cat(images))  # f2's only gradient forward this step (DDP allows one)
-        terms: dict[str, Tensor | LossTerm] = {"cps/sup_f2": cross_entropy(z2[:bl], labeled.mask, ctx.ignore_index)}
+        terms: dict[str, Tensor | LossTerm] = {"cps/sup_f2": ctx.supervised_loss(z2[:bl], labeled.mask)}
         if self.config.cutmix:  # s1, s2 on the mixed unlabeled rows only
             if view is None:
                 return terms
@@ -263,11 +262,12 @@ class CPS(Plugin):
         gradient no backward is prepared)."""
         y1 = ctx.student(unlabeled.image).argmax(1)
         y2 = ctx.modules[F2](unlabeled.image).argmax(1)
-        if plan.cutmix_donor == "view":
-            return mix(plan.cutmix_box, plan.cutmix_partner, y1, y2)
-        u_b = unlabeled.second.image[plan.cutmix_partner]
+        cut, = plan.mixes
+        if cut.donor == "view":
+            return mix(cut.box, cut.partner, y1, y2)
+        u_b = unlabeled.second.image[cut.partner]
         donors = [ctx.student(u_b).argmax(1), ctx.modules[F2](u_b).argmax(1)]
-        return mix_from(plan.cutmix_box, donors, [y1, y2])
+        return mix_from(cut.box, donors, [y1, y2])
 
     # -- evaluation ---------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, LossTerm, Plugin, StepContext, UnlabeledBatch, View, ViewInput,
+from ssseg.api import (AugmentationPlan, CutMix, LossTerm, Plugin, StepContext, UnlabeledBatch, View, ViewInput,
                        hookimpl, in_range)
 from ssseg.augment import box_masks
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
@@ -104,7 +104,7 @@ class CutMixSeg(Plugin):
         colour: bool = False
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+    def plan_views(self) -> list[View]:
         """u_mix, trained by L_cons only."""
         return [View(MIX, coef=0.0)]
 
@@ -122,8 +122,7 @@ class CutMixSeg(Plugin):
             plan = sample_fixmatch_plan(b, ctx.generator, jitter=(0.4, 0.4, 0.4, 0.1), p_jitter=0.8, p_gray=0.2,
                                         p_blur=0.0)
             photometric = functools.partial(apply_plan, plan=plan)
-        return AugmentationPlan(photometric=photometric, cutmix_box=box.to(ctx.device),
-                                cutmix_partner=partner.to(ctx.device))
+        return AugmentationPlan(photometric=photometric, mixes=(CutMix(box.to(ctx.device), partner.to(ctx.device)),))
 
     @hookimpl
     def extra_losses(self, ctx: StepContext, views: dict[str, ViewInput], outputs) -> dict[str, LossTerm]:
@@ -134,7 +133,7 @@ class CutMixSeg(Plugin):
         confident = (p_t.max(1).values >= self.config.threshold).float()
         q = confident if self.config.conf_per_pixel else confident.mean()
         squared = ((p_s - p_t) ** 2).sum(1)
-        loss = (mixed.valid.float() * q * squared).mean()
+        loss = (mixed.valid.float() * q * squared * views[MIX].weight).mean()
         if self.config.rampup_epochs:
             ramp = sigmoid_rampup(ctx.epoch, self.config.rampup_epochs)
             ctx.log("cutmix_seg/rampup", ramp)

@@ -29,10 +29,8 @@ from typing import Literal
 
 import attrs
 import torch
-from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, FeatureRequest, Plugin, Pseudo, StepContext, UnlabeledBatch,
-                       View, hookimpl, in_range)
+from ssseg.api import AugmentationPlan, CutMix, FeatureRequest, Plugin, StepContext, UnlabeledBatch, View, hookimpl, in_range
 from ssseg.augment.cutmix import fixmatch_boxes
 from ssseg.augment.photometric import apply_plan, sample_fixmatch_plan
 
@@ -70,13 +68,12 @@ class FixMatch(Plugin):
         return FeatureRequest(second_view=True) if self.config.mix_partner == "same_image" else None
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+    def plan_views(self) -> list[View]:
         """x_s, with loss coefficient 1."""
         return [View("strong", coef=1.0)]
 
     @hookimpl
-    def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch,
-                              pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan:
+    def schedule_augmentation(self, ctx: StepContext, unlabeled: UnlabeledBatch) -> AugmentationPlan:
         """Fresh per-sample draws of A_s and of a CutMix box from ``ctx.generator`` on every call,
         so two views of one step are independent; the partner is the reversed batch, or
         (``same_image``) the same image's second weak view under its own draw of A_s."""
@@ -87,8 +84,8 @@ class FixMatch(Plugin):
         photometric = functools.partial(apply_plan, plan=draw_strong())
         box = fixmatch_boxes(b, (h, w), ctx.generator, p=c.p_cutmix).to(ctx.device)
         if c.mix_partner == "other_image":
-            return AugmentationPlan(photometric=photometric, cutmix_box=box,
-                                    cutmix_partner=torch.arange(b - 1, -1, -1, device=ctx.device))
-        return AugmentationPlan(photometric=photometric, cutmix_box=box,
-                                cutmix_partner=torch.arange(b, device=ctx.device), cutmix_donor="second",
-                                donor_photometric=functools.partial(apply_plan, plan=draw_strong()))
+            return AugmentationPlan(photometric=photometric,
+                                    mixes=(CutMix(box, torch.arange(b - 1, -1, -1, device=ctx.device)),))
+        cut = CutMix(box, torch.arange(b, device=ctx.device), donor="second",
+                     donor_photometric=functools.partial(apply_plan, plan=draw_strong()))
+        return AugmentationPlan(photometric=photometric, mixes=(cut,))

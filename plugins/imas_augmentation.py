@@ -19,7 +19,13 @@ is the fixed strong view s_i.
 
     L_u = ½ (L_int + L_cm) if CutMix fired, else L_int       (view coefficients)
 
-``views: unimatch`` plans UniMatch's views instead and makes each adaptive (docs/imas.md).
+On a strategy that plans its own views (FixMatch, UniMatch, CutMix-Seg, ...), the plugin refines
+them instead of planning its own (``refine_views`` keeps them, ``refine_augmentation`` rewrites each
+image view's plan): every image view gets the §3a intensity augmentation in place of the
+strategy's photometric ops, and a view the strategy CutMixes gets the §3b CutMix instead (fired
+with probability ē per view, hard ↔ easy partners, pasting the partner's view; its ground-truth
+mixes are kept). UniMatch's views, coefficients and feature view (``fp_dropout`` included) stay
+UniMatch's (docs/imas.md, "iMAS on a strategy's views").
 """
 
 from __future__ import annotations
@@ -31,47 +37,39 @@ import attrs
 import torch
 from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, Plugin, Pseudo, StepContext, UnlabeledBatch, View,
-                       all_reduce_mean_, hookimpl, in_range, positive)
+from ssseg.api import (AugmentationPlan, CutMix, Plugin, StepContext, UnlabeledBatch, View, all_reduce_mean_,
+                       hookimpl, in_range, positive)
 from ssseg.augment import apply_plan, hard_easy_partners, imas_boxes, sample_imas_plan
 from ssseg_plugins.imas_hardness import easiness_of
 
 WEAK_VIEW = "x_w"  # the weak batch as a coefficient-0 view (weak_in_forward)
-
-
-def _weak_in_forward_needs_imas_views(config, attribute, value: bool) -> None:
-    if value and config.views == "unimatch":
-        err = ValueError("views: unimatch already forwards the weak batch (its feature view); "
-                         "leave weak_in_forward false")
-        err.ssseg_field = attribute.name
-        raise err
+CUTMIX_VIEW = "cutmix"  # §3b's own view
 
 
 class IMASAugmentation(Plugin):
-    """Answers ``plan_views`` and ``schedule_augmentation`` with iMAS's adaptive views."""
+    """Plans iMAS's adaptive views when no strategy plans views, and makes a strategy's views
+    adaptive otherwise (``refine_views``, ``refine_augmentation``)."""
 
     name = "imas_augmentation"
-    requires_hookspec = 5
+    requires_hookspec = 6
 
     @attrs.frozen
     class Config:
-        """``views``: ``imas`` (intensity view + CutMix view) or ``unimatch`` (s1, s2 at 0.25 and
-        the feature view at 0.5, each image view adaptive and CutMixed as UniMatch does).
-        ``adapt``: how e shapes the intensity views: ``blend`` (released), ``magnitude`` (paper's
-        wording) or ``none`` (fixed strong view). ``n_ops``: ops per strong view.
-        ``cutmix``: build CutMix at all. ``cutmix_prob``: None = ē (adaptive trigger), a number =
-        a fixed probability (the released code's 0.5 without hardness). ``cutmix_pairing``:
-        ``hard_easy`` or ``random`` partners. ``weak_in_forward``: also put the weak batch
-        through the student forward (a coefficient-0 view: BatchNorm statistics only), as the
-        released code does."""
+        """``adapt``: how e shapes the intensity views: ``blend`` (released), ``magnitude``
+        (paper's wording) or ``none`` (fixed strong view). ``n_ops``: ops per strong view.
+        ``cutmix``: iMAS's CutMix at all (its own view; on a strategy's views, replacing the
+        strategy's CutMix; false keeps the strategy's). ``cutmix_prob``: None = ē (adaptive
+        trigger), a number = a fixed probability (the released code's 0.5 without hardness).
+        ``cutmix_pairing``: ``hard_easy`` or ``random`` partners. ``weak_in_forward``: also put
+        the weak batch through the student forward (a coefficient-0 view: BatchNorm statistics
+        only), as the released code does."""
 
-        views: Literal["imas", "unimatch"] = "imas"
         adapt: Literal["blend", "magnitude", "none"] = "blend"
         n_ops: int = attrs.field(default=2, validator=positive)
         cutmix: bool = True
         cutmix_prob: float | None = attrs.field(default=None, validator=in_range(0, 1))
         cutmix_pairing: Literal["hard_easy", "random"] = "hard_easy"
-        weak_in_forward: bool = attrs.field(default=False, validator=_weak_in_forward_needs_imas_views)
+        weak_in_forward: bool = False
 
     SIDE = (0.1, 0.9)  # range of the CutMix box side ratio v (released use_cutmix_range)
 
@@ -87,32 +85,33 @@ class IMASAugmentation(Plugin):
         return {"estimate_hardness": "imas_hardness"} if self.uses_hardness else {}
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
-        """imas: the intensity view (coef 1, or ½ with the CutMix view when it fires) and the
-        optional coefficient-0 weak view; unimatch: s1, s2 (¼ each) and the feature view (½)."""
-        if self.config.views == "unimatch":
-            return [View("s1", 0.25), View("s2", 0.25), View("fp", 0.5, kind="feature")]
+    def refine_views(self, ctx: StepContext, views: list[View], hardness: Tensor | None) -> list[View] | None:
+        """No strategy views: the intensity view (coef 1, or ½ with the CutMix view when it fires);
+        a strategy's views are kept. ``weak_in_forward`` adds the coefficient-0 weak view to
+        either."""
+        weak = [View(WEAK_VIEW, 0.0)] if self.config.weak_in_forward else []
+        if views:
+            return views + weak if weak else None
         fired = self.config.cutmix and self._cutmix_fires(ctx, hardness, "cutmix")
-        views = [View("strong", 0.5 if fired else 1.0)]
-        views += [View("cutmix", 0.5)] if fired else []
-        views += [View(WEAK_VIEW, 0.0)] if self.config.weak_in_forward else []
-        return views
+        return [View("strong", 0.5 if fired else 1.0)] + ([View(CUTMIX_VIEW, 0.5)] if fired else []) + weak
 
     @hookimpl
-    def schedule_augmentation(self, ctx: StepContext, view: View, unlabeled: UnlabeledBatch,
-                              pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan | None:
-        """The per-image plan of ``view``: intensity (strong ops, blend), CutMix (box, partner)."""
-        if view.name == WEAK_VIEW:
-            return None
-        if view.name == "cutmix":  # §3b: sources are the weak images
-            box, partner = self._cutmix(ctx, unlabeled, hardness)
-            return AugmentationPlan(cutmix_box=box, cutmix_partner=partner)
+    def refine_augmentation(self, ctx: StepContext, view: View, plan: AugmentationPlan | None,
+                            unlabeled: UnlabeledBatch, hardness: Tensor | None) -> AugmentationPlan | None:
+        """The weak view stays weak; iMAS's own CutMix view pastes weak images (§3b); any other
+        view gets the §3a intensity augmentation, and where the strategy CutMixes it, §3b's CutMix
+        (fired per view) in place of the strategy's, ground-truth mixes kept."""
+        if view.name == WEAK_VIEW or view.source != "unlabeled":
+            return plan
+        if view.name == CUTMIX_VIEW and plan is None:  # §3b: sources are the weak images
+            return AugmentationPlan(mixes=(self._cutmix(ctx, unlabeled, hardness),))
         photometric, blend = self._intensity(ctx, unlabeled, hardness)
-        if self.config.views == "unimatch" and self.config.cutmix and \
-                self._cutmix_fires(ctx, hardness, f"cutmix_{view.name}"):
-            box, partner = self._cutmix(ctx, unlabeled, hardness)  # UniMatch: sources are the strong views
-            return AugmentationPlan(photometric=photometric, blend=blend, cutmix_box=box, cutmix_partner=partner)
-        return AugmentationPlan(photometric=photometric, blend=blend)
+        mixes = () if plan is None else plan.mixes
+        if self.config.cutmix and any(m.donor != "labeled" for m in mixes):
+            own = (self._cutmix(ctx, unlabeled, hardness),) \
+                if self._cutmix_fires(ctx, hardness, f"cutmix_{view.name}") else ()
+            mixes = own + tuple(m for m in mixes if m.donor == "labeled")
+        return AugmentationPlan(photometric=photometric, blend=blend, mixes=mixes)
 
     def _e(self, hardness: Tensor | None) -> Tensor:
         return easiness_of(hardness, self.recipe_key)
@@ -138,13 +137,14 @@ class IMASAugmentation(Plugin):
         ctx.log(f"imas/{name}", float(fired))
         return fired
 
-    def _cutmix(self, ctx: StepContext, unlabeled: UnlabeledBatch, hardness: Tensor | None):
-        """§3b: boxes (one v per batch) and partners (hard ↔ easy by e, or random)."""
+    def _cutmix(self, ctx: StepContext, unlabeled: UnlabeledBatch, hardness: Tensor | None) -> CutMix:
+        """§3b: boxes (one v per batch) and partners (hard ↔ easy by e, or random), pasting the
+        partner's view."""
         b, device = unlabeled.image.shape[0], unlabeled.image.device
         box = imas_boxes(b, tuple(unlabeled.image.shape[-2:]), ctx.generator, self.SIDE).to(device)
         if self.config.cutmix_pairing == "hard_easy":
             partner = hard_easy_partners(self._e(hardness))
         else:
             partner = torch.randperm(b, generator=ctx.generator)
-        return box, partner.to(device)
+        return CutMix(box, partner.to(device))
 

@@ -64,6 +64,8 @@ class IMASHardness(Plugin):
     """Answers ``estimate_hardness`` with γ = 1 − e from the wsIoU of student and teacher."""
 
     name = "imas_hardness"
+    # wsIoU compares the student with a distinct teacher: the student against itself gives e = 1
+    requires = {"build_teacher": "mean_teacher"}
 
     @attrs.frozen
     class Config:
@@ -76,14 +78,10 @@ class IMASHardness(Plugin):
 
     @hookimpl
     def estimate_hardness(self, ctx: StepContext, unlabeled: UnlabeledBatch, pseudo: Pseudo) -> Tensor:
-        """γ ``[B]``: the student predicts the weak view in eval mode (reusing ``pseudo`` when the
-        student is its own teacher); the teacher's prediction is ``pseudo``. Logs the mean and std of γ and the teacher's mean confident fraction ρ_t."""
-        student = ctx.student
-        if ctx.teacher is student:  # online strategy: the pseudo-labels are the student's already
-            conf_s, labels_s = pseudo.conf, pseudo.labels
-        else:
-            with eval_mode(student), torch.no_grad():
-                conf_s, labels_s = student(unlabeled.image).softmax(1).max(1)
+        """γ ``[B]``: the student predicts the weak view in eval mode; the teacher's prediction is
+        ``pseudo``. Logs the mean and std of γ and the teacher's mean confident fraction ρ_t."""
+        with eval_mode(ctx.student), torch.no_grad():
+            conf_s, labels_s = ctx.student(unlabeled.image).softmax(1).max(1)
         e, rho_t = wsiou_easiness(labels_s, conf_s, pseudo.labels, pseudo.conf, ctx.num_classes,
                             self.config.threshold, self.config.ignore_background)
         hardness = 1 - e

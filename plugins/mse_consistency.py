@@ -20,7 +20,7 @@ import math
 
 import attrs
 
-from ssseg.api import (FeatureRequest, Plugin, Pseudo, StepContext, StudentOutputs, UnlabeledBatch,
+from ssseg.api import (FeatureRequest, Plugin, Pseudo, StepContext, StudentOutputs, UnlabeledBatch, UserError,
                        hookimpl, in_range)
 
 
@@ -42,6 +42,19 @@ class MSEConsistency(Plugin):
             return self.config.weight
         phase = 1.0 - min(iteration / self.config.rampup_iters, 1.0)
         return self.config.weight * math.exp(-5.0 * phase * phase)
+
+    @hookimpl
+    def validate(self, recipe, pseudo_label_source: str) -> None:
+        """J needs an unlabeled batch and the teacher's predictions of it."""
+        key = f"plugins.{self.recipe_key or self.name}"
+        if not recipe.data.batch_unlabeled:
+            raise UserError(f"{key}: J compares student and teacher on the unlabeled batch, and this recipe "
+                            "has none (data.batch_unlabeled: 0): set data.batch_unlabeled or remove "
+                            f"{self.recipe_key or self.name}")
+        if pseudo_label_source == "none":
+            raise UserError(f"{key}: J needs the teacher's predictions, and the recipe's pseudo-label source "
+                            f"is 'none': remove {self.recipe_key or self.name} or the plugin that decides "
+                            "the source")
 
     @hookimpl
     def request_features(self) -> FeatureRequest:

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssseg.api import Plugin, StepContext, hookimpl, in_range
+from ssseg.api import Plugin, StepContext, UserError, hookimpl, in_range
+
+RELEASED_SHARE = 200_000 / (2 * 801 * 801)  # m over a batch's pixels in the reference: 2 crops of 801²
 
 
 class OHEM(Plugin):
@@ -32,6 +34,19 @@ class OHEM(Plugin):
 
         thresh: float = attrs.field(default=0.7, validator=in_range(0, 1))
         min_kept: int = attrs.field(default=100_000, validator=in_range(0))
+
+    @hookimpl
+    def validate(self, recipe) -> None:
+        """Refuse an m that keeps every pixel of a labeled batch (plain cross-entropy), suggesting
+        the reference's share of the batch's pixels."""
+        pixels = recipe.data.batch_labeled * recipe.data.crop ** 2
+        if self.config.min_kept >= pixels:
+            key = self.recipe_key or self.name
+            raise UserError(f"plugins.{key}.min_kept: {self.config.min_kept} is at least the {pixels} pixels of a "
+                            f"labeled batch (data.batch_labeled {recipe.data.batch_labeled} × data.crop "
+                            f"{recipe.data.crop}²), so OHEM would keep every pixel: plain cross-entropy. Set "
+                            f"plugins.{key}.min_kept below it, e.g. {round(RELEASED_SHARE * pixels)} (the reference's "
+                            f"share, 200,000 of 2 × 801² pixels), or remove {key}")
 
     def kept(self, logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
         """The mask of K ``[B,H,W]``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from ssseg.api import Plugin, StepContext, UserError, View, hookimpl
+from ssseg.api import Plugin, UserError, hookimpl
 
 
 class Supervised(Plugin):
@@ -28,8 +28,3 @@ class Supervised(Plugin):
             raise UserError("plugins.supervised: trains on labeled data only; set "
                             "data.batch_unlabeled: 0 (and, to compare fairly, data.batch_labeled to "
                             "the semi-supervised recipe's labeled + unlabeled batch)")
-
-    @hookimpl
-    def plan_views(self, ctx: StepContext, hardness) -> list[View]:
-        """No unlabeled views."""
-        return []

@@ -108,7 +108,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssseg.api import (AugmentationPlan, BuildContext, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
+from ssseg.api import (AugmentationPlan, BuildContext, CutMix, FeatureRequest, LabeledBatch, LossTerm, Plugin, Run,
                        StepContext, StudentOutputs, UnlabeledBatch, UserError, View, ViewInput,
                        all_gather_rows, ema_decay, ema_update_, hookimpl, in_range, positive)
 from ssseg.augment import box_masks
@@ -166,11 +166,12 @@ def entropy(probs: Tensor) -> Tensor:
     return -(probs * torch.log(probs + 1e-10)).sum(1)
 
 
-def unsup_loss(logits: Tensor, labels: Tensor, entropies: Tensor, valid: Tensor, alpha: float
-               ) -> tuple[Tensor, Tensor]:
+def unsup_loss(logits: Tensor, labels: Tensor, entropies: Tensor, valid: Tensor, alpha: float,
+               weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(L_u, N_k/N): CE of the student ``logits`` against ``labels`` ŷ over the valid pixels whose
     teacher entropy is below γ = pct_{100−α}(H) (the top α % are dropped), mean over the kept
-    N_k pixels times N/N_k."""
+    N_k pixels times N/N_k; each pixel's CE times ``weight`` (the view's ``weight_loss``
+    product; None: 1)."""
     n = valid.sum()
     if not bool(n):
         return logits.sum() * 0, n.float()
@@ -178,6 +179,8 @@ def unsup_loss(logits: Tensor, labels: Tensor, entropies: Tensor, valid: Tensor,
     kept = valid & (entropies < gamma)
     n_k = kept.sum().clamp_min(1)
     ce = F.cross_entropy(logits, labels, reduction="none")
+    if weight is not None:
+        ce = ce * weight
     return (n / n_k) * (ce * kept).sum() / n_k, kept.sum() / n
 
 
@@ -361,7 +364,7 @@ class U2PL(Plugin):
         return ctx.epoch < self.config.sup_only_epochs
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+    def plan_views(self, ctx: StepContext) -> list[View]:
         """û (coefficient 0: L_u is this plugin's), none during the warm start."""
         return [] if self.warm(ctx) else [View(VIEW, coef=0.0)]
 
@@ -378,7 +381,7 @@ class U2PL(Plugin):
         b, device = unlabeled.image.shape[0], unlabeled.image.device
         boxes = ctx.shared_generator if self.config.shared_boxes else ctx.generator
         box = u2pl_boxes(b, tuple(unlabeled.image.shape[-2:]), boxes).to(device)
-        return AugmentationPlan(cutmix_box=box, cutmix_partner=(torch.arange(b, device=device) + 1) % b)
+        return AugmentationPlan(mixes=(CutMix(box, (torch.arange(b, device=device) + 1) % b),))
 
     @torch.no_grad()
     def teacher_forward(self, ctx: StepContext, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -406,7 +409,7 @@ class U2PL(Plugin):
         h, valid, y_hat = entropy(probs[bl:]), mix.pseudo.valid, mix.pseudo.labels
 
         alpha = alpha_at(c.alpha0, ctx.epoch, epochs)
-        loss_u, kept = unsup_loss(outputs.views[VIEW], y_hat, h, valid, alpha)
+        loss_u, kept = unsup_loss(outputs.views[VIEW], y_hat, h, valid, alpha, mix.weight)
 
         decoded = torch.cat([outputs.features["labeled"].decoder, outputs.features[VIEW].decoder])
         rep = ctx.modules["u2pl_rep"](decoded)  # the only call of g this step, with gradient

@@ -12,9 +12,8 @@ weak batch for both the weak logits and the dropped-out features.
 from __future__ import annotations
 
 import attrs
-from torch import Tensor
 
-from ssseg.api import StepContext, View, hookimpl, in_range
+from ssseg.api import View, hookimpl, in_range
 from ssseg_plugins.fixmatch import FixMatch
 
 
@@ -30,7 +29,7 @@ class UniMatch(FixMatch):
         fp_dropout: float = attrs.field(default=0.5, validator=in_range(0, 1, hi_open=True))
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, hardness: Tensor | None) -> list[View]:
+    def plan_views(self) -> list[View]:
         """s1, s2 (0.25 each) and fp (0.5)."""
         return [View("s1", coef=0.25), View("s2", coef=0.25),
                 View("fp", coef=0.5, kind="feature", dropout=self.config.fp_dropout)]

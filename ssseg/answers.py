@@ -9,14 +9,16 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ssseg.engine.forward import LABELED, WEAK
-from ssseg.engine.types import (FEATURE_NAMES, PSEUDO_LABEL_SOURCES, AugmentationPlan, EvalModel,
-                                FeatureRequest, LossTerm, View)
+from ssseg.engine.types import (FEATURE_NAMES, PSEUDO_LABEL_SOURCES, AugmentationPlan, CutMix, EvalModel,
+                                FeatureRequest, LossTerm, Pseudo, View)
 
 
 RESERVED_PARTS = (LABELED, WEAK)
+DONORS = ("view", "second", "labeled")
 
 
 def describe(value: Any) -> str:
@@ -78,14 +80,47 @@ def views(answer: Any, kwargs: dict) -> str | None:
 
 
 def plan(answer: Any, kwargs: dict) -> str | None:
-    """An AugmentationPlan whose CutMix donor exists."""
+    """An AugmentationPlan whose CutMixes have boxes and partners of the right shapes and donors
+    that exist this step."""
     if not isinstance(answer, AugmentationPlan):
         return f"expected an AugmentationPlan, got {describe(answer)}"
-    if answer.cutmix_donor not in ("view", "second"):
-        return f"cutmix_donor must be 'view' or 'second', got {describe(answer.cutmix_donor)}"
-    if answer.cutmix_donor == "second" and kwargs["unlabeled"].second is None:
-        return ("cutmix_donor 'second' pastes from the second weak view, which no plugin asked for: "
-                "answer request_features with FeatureRequest(second_view=True)")
+    view = kwargs["view"]
+    source = kwargs["labeled"].image if view.source == "labeled" else kwargs["unlabeled"].image
+    b, _, h, w = source.shape
+    for k, cut in enumerate(answer.mixes):
+        where = f"mixes[{k}]"
+        if not isinstance(cut, CutMix):
+            return f"{where}: expected a CutMix, got {describe(cut)}"
+        if cut.donor not in DONORS:
+            return f"{where}: donor must be one of {', '.join(map(repr, DONORS))}, got {describe(cut.donor)}"
+        if cut.donor == "second" and (view.source == "labeled" or kwargs["unlabeled"].second is None):
+            return (f"{where}: donor 'second' pastes from the second weak view of the unlabeled batch, "
+                    "which no plugin asked for (answer request_features with FeatureRequest(second_view=True))"
+                    if view.source == "unlabeled" else f"{where}: a labeled view has no second weak view")
+        donors = kwargs["labeled"].image.shape[0] if cut.donor == "labeled" else b
+        if not (isinstance(cut.box, Tensor) and cut.box.dtype == torch.bool and tuple(cut.box.shape) == (b, h, w)):
+            return f"{where}: box must be a bool tensor of shape [{b}, {h}, {w}], got {describe(cut.box)}"
+        if not (isinstance(cut.partner, Tensor) and tuple(cut.partner.shape) == (b,)
+                and not cut.partner.is_floating_point()):
+            return f"{where}: partner must be an integer tensor of shape [{b}], got {describe(cut.partner)}"
+        if b and (int(cut.partner.min()) < 0 or int(cut.partner.max()) >= donors):
+            return f"{where}: partner indexes a donor batch of {donors} images, got {cut.partner.tolist()}"
+    return None
+
+
+def relabelled(answer: Any, kwargs: dict) -> str | None:
+    """New pseudo-labels by view name, for existing unlabeled views, of the shapes they replace."""
+    views = kwargs["views"]
+    if not isinstance(answer, dict) or not all(isinstance(v, Pseudo) for v in answer.values()):
+        return f"expected a dict of view name -> Pseudo, got {describe(answer)}"
+    for name, new in answer.items():
+        old = views.get(name)
+        if old is None or old.pseudo is None or old.view.source != "unlabeled":
+            return f"{name!r} is not an unlabeled view of this step; views: {sorted(views)}"
+        if new.labels.shape != old.pseudo.labels.shape or new.conf.shape != old.pseudo.conf.shape \
+                or new.valid.shape != old.pseudo.valid.shape:
+            return (f"view {name!r}: the new pseudo-labels have shape {list(new.labels.shape)}, the view's "
+                    f"{list(old.pseudo.labels.shape)}")
     return None
 
 
@@ -130,4 +165,24 @@ def eval_models(answer: Any, kwargs: dict) -> str | None:
     if not isinstance(answer, dict) or not all(isinstance(k, str) and isinstance(v, (nn.Module, EvalModel))
                                                for k, v in answer.items()):
         return f"expected a dict of name -> torch.nn.Module or EvalModel, got {describe(answer)}"
+    return None
+
+
+def iterations(answer: Any, kwargs: dict) -> str | None:
+    """Iterations of the stage, each in [1, optim.iters] (``stage_snapshots``)."""
+    iters = kwargs["stage"].recipe.optim.iters
+    if not isinstance(answer, (tuple, list, set, frozenset)) or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) and 1 <= i <= iters for i in answer):
+        return f"expected iterations in [1, {iters}] (optim.iters), got {describe(answer)}"
+    return None
+
+
+def training_set(answer: Any, kwargs: dict) -> str | None:
+    """A :class:`~ssseg.stages.types.TrainingSet` (``stage_training_set``)."""
+    from ssseg.stages.types import TrainingSet
+
+    if not isinstance(answer, TrainingSet):
+        return f"expected a TrainingSet, got {describe(answer)}"
+    if answer.labeled_copies is not None and answer.labeled_copies < 1:
+        return f"labeled_copies must be at least 1, got {answer.labeled_copies}"
     return None

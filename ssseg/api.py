@@ -10,14 +10,16 @@ CONTRIBUTING.md and docs/hooks.md.
 from ssseg.ema import ema_decay, ema_update_
 from ssseg.engine.distributed import all_gather_rows, all_reduce_max_, all_reduce_mean_, all_reduce_sum_
 from ssseg.engine.run import BuildContext, Run
-from ssseg.engine.types import (AugmentationPlan, EvalModel, FeatureRequest, Features, LabeledBatch, LossTerm,
-                                Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
+from ssseg.engine.types import (AugmentationPlan, CutMix, EvalModel, FeatureRequest, Features, LabeledBatch,
+                                LossTerm, Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 from ssseg.errors import UserError
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
 from ssseg.losses import cross_entropy
 from ssseg.models import SegModel, eval_mode
 from ssseg.recipe.validators import in_range, positive
 from ssseg.pictures import evaluation_grid
+from ssseg.stages.dataset_pass import DatasetPass
+from ssseg.stages.types import PassBatch, Stage, TrainingSet
 
 
 class Plugin:
@@ -31,8 +33,9 @@ class Plugin:
         self.config = config
 
 
-__all__ = ["AugmentationPlan", "BuildContext", "EvalModel", "FeatureRequest", "Features", "HOOKSPEC_VERSION",
-           "LabeledBatch", "LossTerm", "Plugin", "Pseudo", "Run", "SegModel", "StepContext", "StudentOutputs",
+__all__ = ["AugmentationPlan", "BuildContext", "CutMix", "DatasetPass", "EvalModel", "FeatureRequest", "Features",
+           "HOOKSPEC_VERSION", "LabeledBatch", "LossTerm", "PassBatch", "Plugin", "Pseudo", "Run", "SegModel", "Stage",
+           "StepContext", "StudentOutputs", "TrainingSet",
            "UnlabeledBatch", "UserError", "View", "ViewInput", "all_gather_rows", "all_reduce_max_",
            "all_reduce_mean_", "all_reduce_sum_", "cross_entropy", "ema_decay", "ema_update_", "eval_mode",
            "evaluation_grid", "hookimpl", "in_range", "positive"]

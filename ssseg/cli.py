@@ -56,17 +56,32 @@ def _train(args, folder) -> int:
 
 
 def _train_in_group(args, folder, recipe) -> int:
-    """Build and train the run (every rank of a torchrun), resuming with ``--resume``."""
+    """Build and train the run (every rank of a torchrun), resuming with ``--resume``; a recipe
+    with ``stages`` trains them in order (:mod:`ssseg.stages.runner`)."""
     from ssseg.engine import checkpoint
     from ssseg.engine.run import build_run
+
+    if recipe.stages:
+        from ssseg.stages.runner import train_stages
+
+        if os.environ.get("RANK", "0") == "0":
+            folder.begin(recipe, 0)
+        return train_stages(recipe, folder, train_built)
+    built = build_run(recipe, folder.path)
+    checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
+    return train_built(built, folder, checkpointer, args.resume, folder.how_to_continue)
+
+
+def train_built(built, folder, checkpointer, resume: bool, how_to_continue) -> int:
+    """Train a built run into ``folder`` (continuing from its ``last.pt`` with ``resume``); the
+    exit code. ``how_to_continue()``: what to tell the user when a signal stops it."""
+    from ssseg.engine import checkpoint
     from ssseg.engine.trainer import Stopped, Trainer
 
-    built = build_run(recipe, folder.path)
-    run = built.run
-    checkpointer = checkpoint.Checkpointer(folder.path, recipe.run.keep_checkpoints)
+    run, recipe = built.run, built.run.recipe
     console = Console()
     trainer = Trainer(built, progress=console.progress, checkpointer=checkpointer, on_eval=console.evaluation)
-    if args.resume:
+    if resume:
         checkpoint.restore(built, folder.last)
         _say(run, f"resumed from {folder.last} at iteration {run.iteration}")
     if run.is_main:
@@ -75,11 +90,10 @@ def _train_in_group(args, folder, recipe) -> int:
         with stop_on_signals(trainer):
             trainer.train()
     except Stopped as stop:
-        _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; "
-                  f"{folder.how_to_continue()}")
+        _say(run, f"\nstopped by signal {stop.signum} at iteration {stop.iteration}; {how_to_continue()}")
         return 128 + (stop.signum or 0)
     except KeyboardInterrupt:
-        _say(run, f"\ninterrupted at iteration {run.iteration}; {folder.how_to_continue()}")
+        _say(run, f"\ninterrupted at iteration {run.iteration}; {how_to_continue()}")
         return 128 + signal.SIGINT
     except Diverged as err:
         raise UserError(f"{err}; {folder.how_to_restart(recipe.optim.lr)}") from None

@@ -48,6 +48,26 @@ CHANGES: dict[int, str] = {
        "unsup_weight); ssseg.api gains BuildContext, EvalModel, cross_entropy, ema_decay, "
        "ema_update_, all_gather_rows, all_reduce_mean_, all_reduce_max_; evaluation_grid moved "
        "to ssseg.api from ssseg.suite.predict",
+    6: "compose or refuse, and decisions that compose. AugmentationPlan's CutMix is now a tuple of "
+       "CutMix(box, partner, donor, donor_photometric) in mixes, applied in order "
+       "(AugmentationPlan(cutmix_box=b, cutmix_partner=p) is AugmentationPlan(mixes=(CutMix(b, p),)); "
+       "cutmix_donor='second' is CutMix(..., donor='second')), and a CutMix may paste from the labeled "
+       "batch with its ground truth (donor='labeled'); View(source='labeled') trains on the labeled batch "
+       "against its ground truth; plan_views and schedule_augmentation gain labeled (the step's labeled "
+       "batch); new decisions refine_views(ctx, views, labeled, hardness) and refine_augmentation(ctx, "
+       "view, plan, labeled, unlabeled, pseudo, hardness) change another plugin's views or plan "
+       "without restating it; new decision relabel(ctx, unlabeled, pseudo, views, outputs) after the "
+       "student forward may replace views' pseudo-labels; ViewInput.weight carries the weight_loss "
+       "product to extra_losses; ctx.supervised_loss(logits, target) is the recipe's supervised loss; "
+       "check_recipe refuses a plugin answering a hook the recipe never calls (no unlabeled batch, "
+       "pseudo-label source 'none', no views) or a decision whose answer no hook takes "
+       "(estimate_hardness without a hook taking hardness); imas_augmentation's views option is gone "
+       "(it refines the views of any strategy in the recipe, or plans its own when none does)",
+    7: "staged training: a recipe's stages (each a training run in <out>/stages/<name>/) and the phase "
+       "stage with stage_training_set(stage), stage_snapshots(stage, iters_per_epoch) and "
+       "after_stage(stage, dataset_pass) (a pass over the unlabeled set with image ids; PNG "
+       "pseudo-label sets written atomically and resumably); ssseg.api gains Stage, TrainingSet, "
+       "DatasetPass and PassBatch",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}
@@ -55,6 +75,12 @@ REMOVED: dict[str, tuple[int, str]] = {}
 # source, what to use instead)
 REMOVED_ATTRIBUTES: dict[str, tuple[int, str, str]] = {
     "StepContext.progress": (3, r"\bctx\.progress\b", "use ctx.iteration / ctx.max_iters"),
+    "AugmentationPlan.cutmix_box": (6, r"\bcutmix_box\b", "a plan's CutMixes are AugmentationPlan(mixes=(CutMix(box, "
+                                    "partner),)); read plan.mixes[k].box"),
+    "AugmentationPlan.cutmix_partner": (6, r"\bcutmix_partner\b", "CutMix(box, partner) in AugmentationPlan.mixes; read "
+                                        "plan.mixes[k].partner"),
+    "AugmentationPlan.cutmix_donor": (6, r"\bcutmix_donor\b", "CutMix(box, partner, donor='second' or 'labeled', "
+                                      "donor_photometric=...) in AugmentationPlan.mixes"),
 }
 
 # (hook, argument) a hook spec version renamed -> (that version, what to take instead)
@@ -135,11 +161,12 @@ def renamed_argument_hint(plugin: object) -> str:
 
 
 def removed_attribute_hint(err: Exception) -> str:
-    """For an AttributeError on an attribute that a hook spec version removed, what to use instead."""
-    if not isinstance(err, AttributeError):
-        return ""
+    """For an AttributeError on an attribute (or a TypeError on a constructor argument) that a hook
+    spec version removed, what to use instead."""
     for attribute, (version, _, instead) in REMOVED_ATTRIBUTES.items():
         owner, name = attribute.split(".")
-        if f"'{owner}' object has no attribute '{name}'" in str(err):
+        read = isinstance(err, AttributeError) and f"'{owner}' object has no attribute '{name}'" in str(err)
+        passed = isinstance(err, TypeError) and owner in str(err) and f"unexpected keyword argument '{name}'" in str(err)
+        if read or passed:
             return f" ({attribute} was removed in hook spec version {version}: {instead})"
     return ""

@@ -17,7 +17,7 @@ do not edit by hand. Hook spec version {version} (what changed in each version: 
 and CONTRIBUTING.md for the migration notes).
 
 A run goes through the phases below in this order. The recipe check runs `validate`, the run
-builder `build`, the step runner (`ssseg/engine/step.py`) the step phases on every training step
+builder `build`, the stage runner `stage` (recipes with `stages` only), the step runner (`ssseg/engine/step.py`) the step phases on every training step
 (tests and the contract kit run part of a step through it, `until=<phase>`), and the evaluator
 `evaluate`. Every hook's kind, arguments, combine rule, answer check and gradient mode come from
 the table.
@@ -39,17 +39,17 @@ Combine rules: {rules}.
 
 The values the hooks pass (`StepContext`, `BuildContext`, `Run`, `LabeledBatch`, `UnlabeledBatch`,
 `Pseudo`, `View`, `AugmentationPlan`, `ViewInput`, `StudentOutputs`, `Features`, `FeatureRequest`,
-`LossTerm`, `EvalModel`) are documented field by field at the end of this page.
+`LossTerm`, `EvalModel`, and for the stage hooks `Stage`, `TrainingSet`, `DatasetPass`, `PassBatch`) are documented field by field at the end of this page.
 """
 
 
 RUNNERS = {"check": "the recipe check", "build": "the run builder", "step": "the step runner",
-           "evaluate": "the evaluator"}
+           "evaluate": "the evaluator", "stage": "the stage runner"}
 
 
 def render() -> str:
     """The whole page."""
-    from ssseg.api import BuildContext, Run
+    from ssseg.api import BuildContext, DatasetPass, PassBatch, Run, Stage, TrainingSet
     from ssseg.engine import types
 
     rules = "; ".join(f"**{c.name}**: {c.meaning}" for c in step_table.COMBINE_RULES)
@@ -67,8 +67,9 @@ def render() -> str:
             lines.append(hook.doc + "\n")
     lines.append("## The values\n")
     for cls in (types.StepContext, BuildContext, Run, types.LabeledBatch, types.UnlabeledBatch, types.Pseudo,
-                types.View, types.AugmentationPlan, types.ViewInput, types.StudentOutputs,
-                types.Features, types.FeatureRequest, types.LossTerm, types.EvalModel):
+                types.View, types.AugmentationPlan, types.CutMix, types.ViewInput, types.StudentOutputs,
+                types.Features, types.FeatureRequest, types.LossTerm, types.EvalModel, Stage, TrainingSet,
+                DatasetPass, PassBatch):
         fields = ", ".join(f"`{f.name}`" for f in cls.__attrs_attrs__)
         lines.append(f"### `{cls.__name__}`\n")
         lines.append(f"Fields: {fields}.\n")

@@ -3,6 +3,7 @@ core's ignore rule, and the weighted cross-entropy of one unlabeled view."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -15,10 +16,13 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Te
     return loss / (target != ignore_index).sum().clamp_min(1)
 
 
-def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor, normalize: str = "valid") -> Tensor:
-    """The unsupervised loss of one view: Σ weight·valid·CE(logits, labels) / Σ valid, or with
-    ``normalize="pixels"`` Σ weight·CE / (B·H·W) over every pixel, padding included."""
+def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor | None, normalize: str = "valid") -> Tensor:
+    """The loss of one view: Σ weight·valid·CE(logits, labels) / Σ valid, or with
+    ``normalize="pixels"`` Σ weight·CE / (B·H·W) over every pixel, padding included (weight
+    None: 1, a view of ground truth)."""
     ce = F.cross_entropy(logits, pseudo.labels, reduction="none")
+    if weight is None:
+        weight = torch.ones_like(ce)
     if normalize == "pixels":
         return (ce * weight).sum() / ce.numel()
     valid = pseudo.valid.to(ce.dtype)

@@ -170,7 +170,10 @@ def check_recipe(recipe: Any) -> PluginSet:
     plugin or one whose hook spec version does not fit, Configs that refuse their params (every
     wrong key of every plugin, named with the recipe's file), a hook that matches no spec or asks
     pluggy for an order, two plugins answering one decision hook, a hook a plugin ``requires``
-    that no other plugin answers, and a ``validate`` refusal."""
+    that no other plugin answers, a hook this recipe never calls (no unlabeled batch, no
+    pseudo-labels, no views: :data:`ssseg.step_table.NEVER_CALLED`), a decision whose answer no
+    plugin reads, and a ``validate`` refusal. Each message names the plugin and the hook and says
+    what to do instead."""
     plugins, errors = {}, []
     for key, params in recipe.plugins.items():
         try:
@@ -187,8 +190,52 @@ def check_recipe(recipe: Any) -> PluginSet:
     registered = PluginSet(plugins, pm)
     source = registered.call("pseudo_label_source", default="teacher", recipe=recipe)
     registered.pseudo_label_source = source
-    registered.call("validate", recipe=recipe, pseudo_label_source=source)
+    _check_never_called(registered, recipe)
+    _check_answers_read(pm)
+    try:
+        registered.call("validate", recipe=recipe, pseudo_label_source=source)
+    except UserError as err:
+        decider = registered.answering("pseudo_label_source")
+        if decider and "pseudo-label source" in str(err):
+            raise type(err)(f"{err} (the pseudo-label source {source!r} is decided by {decider[0]})") from None
+        raise
     return registered
+
+
+def _check_never_called(registered: PluginSet, recipe: Any) -> None:
+    """Refuse a plugin implementing a hook this recipe never calls (or whose answer it never
+    uses), naming why and what to do."""
+    decider = registered.answering("pseudo_label_source")
+    holds = {"no_unlabeled": not recipe.data.batch_unlabeled,
+             "source_none": registered.pseudo_label_source == "none",
+             "no_views": not (registered.answering("plan_views") or registered.answering("refine_views"))}
+    instead = {"no_unlabeled": "set data.batch_unlabeled",
+               "source_none": f"remove {decider[0] if decider else 'the plugin'} (it decides the source 'none')",
+               "no_views": "add a strategy that plans views"}
+    for hook_name, hook in step_table.HOOKS.items():
+        for key in registered.answering(hook_name):
+            for condition in hook.never_called:
+                if holds[condition]:
+                    reason = step_table.NEVER_CALLED[condition]
+                    if condition == "source_none" and decider:
+                        reason += f", decided by {decider[0]}"
+                    raise PluginError(f"plugins.{key}: answers {hook_name}, which this recipe never calls: "
+                                      f"{reason}. Remove {key}, or {instead[condition]}")
+
+
+def _check_answers_read(pm: pluggy.PluginManager) -> None:
+    """Refuse a plugin answering a decision whose answer reaches later hooks only as an argument
+    (``answer_arg``) that no plugin's hook takes."""
+    for hook_name, hook in step_table.HOOKS.items():
+        if hook.answer_arg is None:
+            continue
+        answering = getattr(pm.hook, hook_name).get_hookimpls()
+        readers = [k for k, takes in pm.takes.items() if hook.answer_arg in takes and k[0] != hook_name]
+        if answering and not readers:
+            key = plugin_name(answering[0].plugin)
+            raise PluginError(f"plugins.{key}: answers {hook_name}, but no plugin of the recipe reads "
+                              f"{hook.answer_arg!r} (no hook implementation takes that argument), so its answer "
+                              f"would change nothing. Add a plugin that uses {hook.answer_arg}, or remove {key}")
 
 
 def plugin_name(plugin: Any) -> str:
@@ -199,7 +246,12 @@ def plugin_name(plugin: Any) -> str:
 class _Manager(pluggy.PluginManager):
     """pluggy's manager, registering a plugin's decision hooks only where it takes part: a plugin
     whose ``decides`` (from its config) leaves out a decision hook it implements is not asked it,
-    so it composes with another plugin that takes that decision."""
+    so it composes with another plugin that takes that decision. ``takes``: the arguments each
+    (hook, plugin) implementation takes."""
+
+    def __init__(self, project_name: str):
+        super().__init__(project_name)
+        self.takes: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def parse_hookimpl_opts(self, plugin: Any, name: str):
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -296,6 +348,13 @@ def _check_requirements(pm: pluggy.PluginManager, plugins: list[Any]) -> None:
                                   f"{hook!r}, and none in this recipe does; {hint}")
 
 
+# decision hook -> how a plugin changes another's answer instead of restating it
+_REFINE_HINT = {
+    "plan_views": " (a plugin that only adjusts another's views implements refine_views)",
+    "schedule_augmentation": " (a plugin that only adjusts another's augmentation implements refine_augmentation)",
+}
+
+
 def _check_decisions(pm: pluggy.PluginManager) -> None:
     for hook_name, kind in hookspecs.HOOK_KINDS.items():
         impls = getattr(pm.hook, hook_name).get_hookimpls()
@@ -303,7 +362,8 @@ def _check_decisions(pm: pluggy.PluginManager) -> None:
             names = sorted(plugin_name(i.plugin) for i in impls)
             raise PluginError(
                 f"plugins {' and '.join(map(repr, names))} both answer the decision hook "
-                f"{hook_name!r}; a recipe may have only one of them"
+                f"{hook_name!r}, which takes one answer: remove one of them from the recipe's plugins"
+                f"{_REFINE_HINT.get(hook_name, '')}"
             )
 
 
@@ -316,6 +376,7 @@ def _guard_hooks(pm: pluggy.PluginManager) -> None:
         for impl in caller.get_hookimpls():
             impl.function = _guarded(impl.function, impl.argnames, caller.spec.argnames,
                                      impl.plugin, step_table.HOOKS[hook_name])
+            pm.takes[hook_name, plugin_name(impl.plugin)] = impl.argnames
             impl.argnames = caller.spec.argnames
 
 

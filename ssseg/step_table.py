@@ -27,10 +27,17 @@ from ssseg import answers
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 
-HOOKSPEC_VERSION = 5
+HOOKSPEC_VERSION = 7
 
 Kind = Literal["decision", "contribution", "observer"]
 Grad = Literal["no_grad", "enabled"]
+# why a recipe never calls a hook: check_recipe refuses a plugin implementing a hook of the recipe
+# that is never called (compose or refuse), with this reason
+NEVER_CALLED: dict[str, str] = {
+    "no_unlabeled": "the recipe has no unlabeled batch (data.batch_unlabeled: 0)",
+    "source_none": "the pseudo-label source is 'none' (no pseudo-labels are made)",
+    "no_views": "no plugin of the recipe plans views (plan_views or refine_views)",
+}
 
 
 def _first(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -65,6 +72,10 @@ def _feature_union(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> Fe
                           second_view=any(r.second_view for r in requests))
 
 
+def _iteration_union(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(sorted({int(i) for answer in answers_ if answer is not None for i in answer}))
+
+
 def _none(hook: str, answers_: list[Any], kwargs: dict[str, Any]) -> None:
     return None
 
@@ -86,7 +97,9 @@ NAMED_UNION = Combine("named union", "the union of every answer's names (a name 
                       "error)", named_union)
 FEATURE_UNION = Combine("feature union", "the union of every request (features, flags)", _feature_union)
 NONE = Combine("none", "side effects only; answers are ignored", _none)
-COMBINE_RULES = (FIRST, PRODUCT, NAMED_UNION, FEATURE_UNION, NONE)
+ITERATION_UNION = Combine("iteration union", "the sorted union of every answer's iterations",
+                          _iteration_union)
+COMBINE_RULES = (FIRST, PRODUCT, NAMED_UNION, FEATURE_UNION, NONE, ITERATION_UNION)
 
 
 @attrs.frozen
@@ -102,7 +115,11 @@ class Hook:
     """One hook point. ``args``: what it is called with; ``returns``: what an answer may be;
     ``combine``: how answers become one value; ``check``: why an answer is invalid (None: any);
     ``grad``: ``no_grad`` runs every implementation under :func:`torch.no_grad`; ``unlabeled``:
-    called only for a step with an unlabeled batch; ``doc``: when it is called and what for."""
+    called only for a step with an unlabeled batch; ``never_called``: the recipe conditions
+    (:data:`NEVER_CALLED`) under which the hook is never called or its answer never used;
+    ``answer_arg``: the argument of later hooks that carries this decision's answer (a plugin
+    answering it is refused when no plugin's hook takes that argument); ``doc``: when it is
+    called and what for."""
 
     name: str
     kind: Kind
@@ -112,6 +129,8 @@ class Hook:
     check: Callable[[Any, dict], str | None] | None = None
     grad: Grad = "enabled"
     unlabeled: bool = False
+    never_called: tuple[str, ...] = ()
+    answer_arg: str | None = None
 
     @property
     def combine(self) -> Combine:
@@ -136,7 +155,7 @@ class Phase:
     ``autocast``: the step runner runs it at the recipe's precision; ``hooks`` in call order."""
 
     name: str
-    runner: Literal["check", "build", "step", "evaluate"]
+    runner: Literal["check", "build", "step", "evaluate", "stage"]
     doc: str
     hooks: tuple[Hook, ...] = ()
     autocast: bool = False
@@ -186,7 +205,7 @@ PHASES: tuple[Phase, ...] = (
              "nn.Module | None",
              "Return the teacher module that makes pseudo-labels (for example an EMA copy of "
              "``student``), or None (default): the student makes them itself (``run.teacher`` is "
-             "then the student).", answers.module),
+             "then the student).", answers.module, never_called=("no_unlabeled", "source_none")),
         Hook("request_features", "contribution", _a("build: BuildContext"), "FeatureRequest | None",
              "Return which intermediate features (``\"encoder\"``, ``\"decoder\"``) you need from the "
              "student's training forward (``outputs.features``) and from the teacher's "
@@ -206,29 +225,66 @@ PHASES: tuple[Phase, ...] = (
              "None", "Right after the teacher made pseudo-labels on the weak unlabeled batch in eval "
              "mode (``pseudo.logits`` holds its logits). Update running statistics of the teacher's "
              "predictions here, so this step's hooks already use them. Not called when the "
-             "pseudo-label source is ``none``.", grad="no_grad", unlabeled=True),
+             "pseudo-label source is ``none``.", grad="no_grad", unlabeled=True,
+             never_called=("no_unlabeled", "source_none")),
         Hook("estimate_hardness", "decision", _a(f"{CTX}; unlabeled: UnlabeledBatch; pseudo: Pseudo"),
              "Tensor | None", "Return per-instance hardness ``[B]`` in [0, 1] (1 = hardest), or None "
-             "(default). Not called when the pseudo-label source is ``none``.",
-             answers.per_instance, grad="no_grad", unlabeled=True),
-        Hook("plan_views", "decision", _a(f"{CTX}; hardness: Tensor | None"), "list[View] | None",
-             "Return the unlabeled views the student trains on this step (unique names), each with "
-             "its loss coefficient. Default (None): no views.", answers.views, grad="no_grad",
-             unlabeled=True),
+             "(default). Not called when the pseudo-label source is ``none``; refused when no "
+             "plugin's hook takes ``hardness``.",
+             answers.per_instance, grad="no_grad", unlabeled=True,
+             never_called=("no_unlabeled", "source_none"), answer_arg="hardness"),
+        Hook("plan_views", "decision", _a(f"{CTX}; labeled: LabeledBatch; hardness: Tensor | None"),
+             "list[View] | None",
+             "Return the views the student trains on this step (unique names), each with its loss "
+             "coefficient and source batch (``View.source``: the unlabeled batch, or the labeled "
+             "one with ground-truth targets); ``labeled`` is this step's labeled batch. Default "
+             "(None): no views.", answers.views, grad="no_grad", unlabeled=True,
+             never_called=("no_unlabeled",)),
+        Hook("refine_views", "decision",
+             _a(f"{CTX}; views: list[View]; labeled: LabeledBatch; hardness: Tensor | None"),
+             "list[View] | None",
+             "Right after ``plan_views``, with the views it planned (``[]`` when no plugin plans "
+             "any). Return the views to train on instead (add a view, change a coefficient), or "
+             "None (default) to keep them: a plugin refines the strategy's views without restating "
+             "them.", answers.views, grad="no_grad", unlabeled=True, never_called=("no_unlabeled",)),
         Hook("schedule_augmentation", "decision",
-             _a(f"{CTX}; view: View; unlabeled: UnlabeledBatch; pseudo: Pseudo | None; hardness: Tensor | None"),
+             _a(f"{CTX}; view: View; labeled: LabeledBatch; unlabeled: UnlabeledBatch; "
+                "pseudo: Pseudo | None; hardness: Tensor | None"),
              "AugmentationPlan | None",
              "Once per image view planned this step, coefficient 0 included. Return the per-sample "
-             ":class:`AugmentationPlan` for ``view`` (photometric ops, blend, CutMix boxes and "
-             "partners); None (default) trains on the weak view unchanged. The core applies the plan "
-             "to the image and to the pseudo-labels (labels, confidences, logits, validity).",
-             answers.plan, grad="no_grad", unlabeled=True),
+             ":class:`AugmentationPlan` for ``view`` (photometric ops, blend, CutMixes from the view, "
+             "the second weak view or the labeled batch); None (default) trains on the source batch "
+             "unchanged. The core applies the plan to the image and to its targets (labels, "
+             "confidences, logits, validity).",
+             answers.plan, grad="no_grad", unlabeled=True, never_called=("no_unlabeled", "no_views")),
+        Hook("refine_augmentation", "decision",
+             _a(f"{CTX}; view: View; plan: AugmentationPlan | None; labeled: LabeledBatch; "
+                "unlabeled: UnlabeledBatch; pseudo: Pseudo | None; hardness: Tensor | None"),
+             "AugmentationPlan | None",
+             "Right after ``schedule_augmentation`` for the same image view, with the ``plan`` it "
+             "gave (None when no plugin schedules augmentation). Return the plan to apply instead "
+             "(for example the strategy's plan with adaptive photometric ops, or an extra CutMix), or "
+             "None (default) to keep it.",
+             answers.plan, grad="no_grad", unlabeled=True, never_called=("no_unlabeled", "no_views")),
     ), autocast=True),
     Phase("forward", "step", "One train-mode student forward over the labeled images, the weak "
           "batch when needed and every image view (feature views reuse the weak batch's encoder "
           "pass); no hooks.", autocast=True),
-    Phase("relabel", "step", "With the ``student_train`` source: each view's pseudo-labels from the "
-          "student's detached train-mode logits of the weak batch; no hooks.", autocast=True),
+    Phase("relabel", "step", "After the student forward: with the ``student_train`` source each "
+          "view's pseudo-labels come from the student's detached train-mode logits of the weak "
+          "batch; then ``relabel`` may change them.", (
+        Hook("relabel", "decision",
+             _a(f"{CTX}; unlabeled: UnlabeledBatch; pseudo: Pseudo; views: dict[str, ViewInput]; "
+                "outputs: StudentOutputs"),
+             "dict[str, Pseudo] | None",
+             "After the student's training forward (``outputs``, with the features plugins asked "
+             "for), with the weak batch's pseudo-labels and every view's :class:`ViewInput`. Return "
+             "new pseudo-labels for some unlabeled views by name (the shapes of the ones they "
+             "replace), for example labels propagated with the student's features; the view losses, "
+             "``weight_loss`` and ``extra_losses`` then use them. None (default) keeps them. Not "
+             "called when the pseudo-label source is ``none``.", answers.relabelled, grad="no_grad",
+             unlabeled=True, never_called=("no_unlabeled", "source_none", "no_views")),
+    ), autocast=True),
     Phase("losses", "step", "The loss: supervised, every view's weighted cross-entropy, the extra "
           "terms and λ_u, combined as "
           "w_x·(L_x + a·L_aux) + λ_u·(L_u + Σ LossTerm(times_lambda_u)) + Σ other extra terms, "
@@ -241,11 +297,14 @@ PHASES: tuple[Phase, ...] = (
         Hook("weight_loss", "contribution",
              _a(f"{CTX}; view: View; pseudo: Pseudo; hardness: Tensor | None; view_input: ViewInput"),
              "Tensor | None",
-             "Once per view, coefficient 0 included, with that view's (mixed) pseudo-labels "
-             "``pseudo`` and its :class:`ViewInput`. Not called when the pseudo-label source is "
-             "``none``. Return weights ``[B]`` (per instance) or ``[B,H,W]`` (per pixel), or None. "
-             "The view loss is Σ weight·valid·CE(logits, labels) / Σ valid, added to L_u with the "
-             "view's coefficient.", answers.weights, grad="no_grad", unlabeled=True),
+             "Once per unlabeled view, coefficient 0 included, with that view's (mixed) "
+             "pseudo-labels ``pseudo`` and its :class:`ViewInput`. Not called when the pseudo-label "
+             "source is ``none``, nor for a labeled view. Return weights ``[B]`` (per instance) or "
+             "``[B,H,W]`` (per pixel), or None. The view loss is Σ weight·valid·CE(logits, labels) / "
+             "Σ valid, added to L_u with the view's coefficient; the combined weight is also "
+             "``view_input.weight`` in ``extra_losses``, for plugins that compute a view's loss "
+             "themselves.", answers.weights, grad="no_grad", unlabeled=True,
+             never_called=("no_unlabeled", "source_none", "no_views")),
         Hook("extra_losses", "contribution",
              _a(f"{CTX}; labeled: LabeledBatch; unlabeled: UnlabeledBatch | None; pseudo: Pseudo | None; "
                 "hardness: Tensor | None; views: dict[str, ViewInput]; outputs: StudentOutputs"),
@@ -289,12 +348,38 @@ PHASES: tuple[Phase, ...] = (
              "``models`` by name (the student and every ``eval_models`` answer), for example to draw "
              "their predictions."),
     )),
+    Phase("stage", "stage", "Only for a recipe with ``stages``: around each stage, a whole training "
+          "run of the recipe with the stage's patch in ``<out>/stages/<name>/``, from a fresh model. "
+          "A stage whose folder holds ``done.json`` is skipped when the same command runs again; an "
+          "unfinished one continues from its ``last.pt``. Stage hooks are called on the stage's own "
+          "plugins (its recipe's).", (
+        Hook("stage_training_set", "decision", _a("stage: Stage"), "TrainingSet | None",
+             "Before the stage's run is built. Return which stored pseudo-label sets of earlier stages "
+             "(``\"<stage>/<set>\"``, stages this one ``reads``) it trains on beside the labeled set, "
+             "how often the labeled list is repeated, and the augmentation of the pseudo-labelled "
+             "samples only; the core serves them as one shuffled set of labeled samples (the recipe "
+             "then has ``data.batch_unlabeled: 0``). Default (None): the recipe's data.",
+             answers.training_set),
+        Hook("stage_snapshots", "contribution", _a("stage: Stage; iters_per_epoch: int"),
+             "Iterable[int] | None",
+             "Once the stage's run is built. Return iterations at which the stage keeps a snapshot "
+             "of its checkpoint (``snapshot_<iteration>.pt``, read with "
+             "``dataset_pass.checkpoint(stage, iteration)``), e.g. the ends of chosen epochs.",
+             answers.iterations),
+        Hook("after_stage", "observer", _a("stage: Stage; dataset_pass: DatasetPass"), "None",
+             "After the stage's training (and before ``done.json`` is written): a pass over the unlabeled "
+             "set with image ids. ``dataset_pass.predict(checkpoints, ids, scales, flip)`` yields "
+             "batches of ids and each checkpoint's probabilities; write this stage's outputs with "
+             "``write_labels`` (PNG label maps, atomic; ``missing_labels`` says what a killed pass "
+             "left undone) and ``write_ids``. Write nothing else: the stage folder is the core's.",
+             grad="no_grad"),
+    )),
 )
 
 # contribution hook -> its commutative rule
 CONTRIBUTION_RULES: dict[str, Combine] = {
     "build_modules": NAMED_UNION, "request_features": FEATURE_UNION, "weight_loss": PRODUCT,
-    "extra_losses": NAMED_UNION, "eval_models": NAMED_UNION,
+    "extra_losses": NAMED_UNION, "eval_models": NAMED_UNION, "stage_snapshots": ITERATION_UNION,
 }
 
 HOOKS: dict[str, Hook] = {h.name: h for phase in PHASES for h in phase.hooks}
@@ -303,6 +388,8 @@ STEP_PHASES: tuple[str, ...] = tuple(p.name for p in PHASES if p.runner == "step
 # hooks called only while building a run, and only for a step with an unlabeled batch (the kit's sets)
 BUILD_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner in ("check", "build") for h in p.hooks)
 UNLABELED_HOOKS: tuple[str, ...] = tuple(h.name for h in HOOKS.values() if h.unlabeled)
+# hooks called only between the stages of a staged recipe (the kit trains one run: none of them)
+STAGE_HOOKS: tuple[str, ...] = tuple(h.name for p in PHASES if p.runner == "stage" for h in p.hooks)
 
 
 def phase(name: str) -> Phase:

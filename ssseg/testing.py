@@ -26,6 +26,18 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
     trains 2 iterations with a finite loss, and calls each step hook the plugin implements.
     Companions default to ``mean_teacher`` (unless the plugin builds a teacher) and ``fixmatch``
     (unless it plans views or augmentation); ``compose_with`` replaces them.
+``acts``
+    the plugin changes training: the tiny recipe with the plugin and its companions and the same
+    recipe without it, trained :data:`ACTS_ITERS` iterations from the same warm start
+    (:func:`pretrained_start`), differ in a loss term of some iteration or in a trained weight by
+    more than float re-association (relative 1e-5), or :func:`check_recipe` refuses the recipe
+    with a message naming the plugin. Companions that ``check_recipe`` refuses without the plugin
+    (naming them: they need it) are left out of the run without it too. An answer the core would drop (a ``weight_loss``
+    that no view loss reads, a hardness nothing consumes, a ``min_kept`` above the batch's pixels)
+    is an error, not a silent no-op: refuse such a recipe in ``validate``, saying what to remove or
+    set. Exempt: a plugin that answers no decision or contribution hook (only observers, such as
+    logging); nothing else opts out. ``tests/strategies/test_compose_matrix.py`` applies the same
+    rule to every shipped recipe × every shipped plugin.
 ``order``
     the recipe with the plugin first and with it last gives the same losses, weights and plugin
     state (up to float re-association, relative 1e-5): contributions must not depend on order.
@@ -65,6 +77,7 @@ import functools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -84,14 +97,15 @@ from ssseg.engine.checkpoint import Checkpointer, restore
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.engine.types import AugmentationPlan, UnlabeledBatch
+from ssseg.errors import UserError
 from ssseg.hookspecs import HOOK_KINDS
 from ssseg.plugin_manager import PluginError, PluginSet, check_recipe, instantiate, register_plugins
-from ssseg.step_table import BUILD_HOOKS, UNLABELED_HOOKS
+from ssseg.step_table import BUILD_HOOKS, STAGE_HOOKS, UNLABELED_HOOKS
 from ssseg.recipe.load import build_recipe, load_recipe, merge
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import ConfigError, structure, unstructure
 
-RULES = ("hookspec", "config", "unknown-keys", "hooks", "composes", "order", "resume",
+RULES = ("hookspec", "config", "unknown-keys", "hooks", "composes", "acts", "order", "resume",
          "shared-randomness")
 # opt-in rules (seconds each, real processes): check_plugin(..., rules=RULES + OPT_IN_RULES)
 OPT_IN_RULES = ("distributed",)
@@ -110,6 +124,9 @@ TINY_RECIPE: dict[str, Any] = {
 # what the contract runs change: a short evaluation, and one thread (fastest for tiny tensors)
 CONTRACT_PATCH: dict[str, Any] = {"eval": {"max_images": 2}, "run": {"threads": 1}}
 PROBE_STEPS = 16
+# the ``acts`` runs: iterations (an EMA teacher needs 3 to differ from the student), and the
+# supervised iterations of the warm start they begin from (pretrained_start)
+ACTS_ITERS, PRETRAIN_ITERS = 4, 100
 # plugin classes under test, importable by the recipe as use: "ssseg.testing:SUBJECTS.<attr>"
 SUBJECTS = types.SimpleNamespace()
 
@@ -117,6 +134,74 @@ SUBJECTS = types.SimpleNamespace()
 def tiny_recipe(patch: Mapping[str, Any] | None = None) -> Recipe:
     """:data:`TINY_RECIPE` with ``patch`` merged over it, validated (trains in about a second)."""
     return build_recipe(merge(copy.deepcopy(TINY_RECIPE), dict(patch or {})), "<tiny>")
+
+
+def tiny_version(recipe: Recipe, iters: int) -> Recipe:
+    """``recipe`` (a shipped one, say) at the kit's scale, ``iters`` iterations: :data:`TINY_RECIPE`'s
+    model and data with :data:`CONTRACT_PATCH`, and only as many unlabeled images as one batch
+    takes, so that one epoch is one iteration and epoch schedules (warm-ups, supervised-only
+    epochs) end within the run. Its plugins, ``unsup``, optimiser and seed stay; a
+    ``batch_unlabeled`` of 0 stays 0."""
+    plain, tiny = unstructure(recipe), TINY_RECIPE["data"]
+    plain["model"] = {**plain["model"], **TINY_RECIPE["model"], "encoder_weights": None}
+    plain["data"] = {**plain["data"], **tiny,
+                     "batch_unlabeled": min(plain["data"]["batch_unlabeled"], tiny["batch_unlabeled"]),
+                     "options": {**tiny["options"], "train": int(tiny["split"]) + tiny["batch_unlabeled"]}}
+    patch = merge(CONTRACT_PATCH, {"optim": {"iters": iters}, "run": TINY_RECIPE["run"],
+                                   "eval": {**TINY_RECIPE["eval"], "every_epochs": None}})
+    return build_recipe(merge(plain, patch), recipe.source or "<tiny>")
+
+
+@functools.cache
+def pretrained_start() -> dict[str, Tensor]:
+    """The state of :data:`TINY_RECIPE`'s model after :data:`PRETRAIN_ITERS` supervised AdamW
+    iterations on its data (about 3 s, once per process): a warm start confident enough that
+    thresholds such as τ = 0.95 pass (from scratch every pixel falls below them, and every
+    pseudo-label plugin looks inert)."""
+    recipe = tiny_recipe(merge(CONTRACT_PATCH, {"data": {"batch_unlabeled": 0}, "run": {"log_every": PRETRAIN_ITERS},
+                                                "optim": {"name": "adamw", "lr": 0.002, "iters": PRETRAIN_ITERS}}))
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build_run(recipe, Path(tmp))
+        Trainer(built).train()
+    return {k: v.detach().clone() for k, v in built.run.student.state_dict().items()}
+
+
+def answering_hooks(cls: type) -> list[str]:
+    """The decision and contribution hooks plugin class ``cls`` implements: the answers that can
+    change training (a plugin with none only observes, like a logger)."""
+    return [h for h in implemented_hooks(cls) if HOOK_KINDS.get(h) in ("decision", "contribution")]
+
+
+def train_tiny(recipe: Recipe, out: Path, start: Mapping[str, Tensor] | None = None) -> _Outcome:
+    """Train ``recipe`` in the new folder ``out``: its losses by iteration and trained weights.
+    ``start``: a state dict of the recipe's model, loaded after ``setup`` into the student and
+    into the separate teacher and every contributed module that has the same entries (a warm
+    start, so that confidence thresholds pass and teacher and student differ, as later in a real
+    run)."""
+    out.mkdir(parents=True)
+    built = build_run(recipe, out)
+    run = built.run
+    if start is not None:
+        run.student.load_state_dict(start)
+        for module in (*run.modules.values(), *([run.teacher] if run.separate_teacher else [])):
+            if module.state_dict().keys() == start.keys():
+                module.load_state_dict(start)
+    trainer = Trainer(built)
+    trainer.train()
+    return _outcome(trainer, out)
+
+
+def training_difference(a: _Outcome, b: _Outcome) -> str | None:
+    """The first loss term (of an iteration and term both runs logged) or trained weight in which
+    two runs differ by more than float re-association, described; None when they train alike."""
+    for it in sorted(a.losses.keys() & b.losses.keys()):
+        for term in sorted(a.losses[it].keys() & b.losses[it].keys()):
+            if not _same(a.losses[it][term], b.losses[it][term]):
+                return f"{term} at iteration {it} is {a.losses[it][term]!r} vs {b.losses[it][term]!r}"
+    for name in sorted(a.weights.keys() & b.weights.keys()):
+        if not _same(a.weights[name], b.weights[name]):
+            return f"weight {name!r} differs: {_show(a.weights[name])} vs {_show(b.weights[name])}"
+    return None
 
 
 def plugin_config(cls: type, params: Mapping[str, Any]) -> Any:
@@ -275,6 +360,54 @@ class _Contract:
             self.fail("composes", f"non-finite losses {bad} (iteration: term)",
                       "keep weights finite and the loss terms bounded")
 
+    def acts(self) -> None:
+        """With the plugin the tiny recipe trains differently than without it, or
+        :func:`check_recipe` refuses it naming it; a plugin that only observes is exempt."""
+        answering = answering_hooks(self.cls)
+        if not answering:
+            return
+        recipe = self.recipe(first=True)
+        try:
+            check_recipe(recipe)
+        except UserError as err:
+            if self.key not in str(err):
+                self.fail("acts", f"check_recipe refused the tiny recipe with plugins {', '.join(recipe.plugins)} "
+                          f"without naming the plugin: {err}", f"name plugins.{self.key} in the refusal, "
+                          "with the hook and what to remove or set")
+            return
+        runs = {}
+        for name, plugins in (("with", recipe.plugins), ("without", self.companions_alone())):
+            tiny = tiny_recipe(merge(merge(merge(CONTRACT_PATCH, self.patch), {"optim": {"iters": ACTS_ITERS}}),
+                                     {"plugins": plugins}))
+            try:
+                runs[name] = train_tiny(tiny, self.workdir / f"acts-{name}", pretrained_start())
+            except Exception as err:  # noqa: BLE001 - reported as this rule's failure
+                self.fail("acts", f"training the tiny recipe {name} the plugin (plugins "
+                          f"{', '.join(plugins) or 'none'}) from a warm start failed: {type(err).__name__}: {err}",
+                          "pass compose_with= companions that train with and without it")
+        if training_difference(runs["with"], runs["without"]) is None:
+            self.fail("acts", f"the tiny recipe with plugins {', '.join(recipe.plugins)} trains as without it "
+                      f"(from a warm start, every loss term of {ACTS_ITERS} iterations and every weight equal "
+                      f"up to rounding): its answers to {', '.join(answering)} never change training",
+                      "refuse the recipes where the core drops its answers (raise UserError from validate "
+                      "naming the plugin, the hook and what to remove or set), or pass compose_with= "
+                      "companions that use them (a view planner such as fixmatch for weight_loss)")
+
+    def companions_alone(self) -> dict[str, dict[str, Any]]:
+        """The companions without the plugin, less those that need it: while :func:`check_recipe`
+        refuses them naming a companion (``plugins.<key>``), that companion is left out too."""
+        companions = dict(self.companions)
+        while True:
+            try:
+                check_recipe(tiny_recipe(merge(merge(CONTRACT_PATCH, self.patch), {"plugins": companions})))
+                return companions
+            except UserError as err:
+                named = [k for k in re.findall(r"plugins\.(\w+)", str(err)) if k in companions]
+                if not named:
+                    self.fail("acts", f"the companions without the plugin ({', '.join(companions) or 'none'}) are "
+                              f"refused: {err}", "pass compose_with= companions that compose without it")
+                del companions[named[0]]
+
     def order(self) -> None:
         """The plugin first or last in the recipe: the same training."""
         if not self.companions:
@@ -381,13 +514,13 @@ class _Contract:
                       f"plugins {plugins} failed: {type(err).__name__}: {err}",
                       "see the error; compose_with= sets the companions, and state_dict() must "
                       "return what load_state_dict() accepts")
-        exempt = BUILD_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
+        exempt = BUILD_HOOKS + STAGE_HOOKS + (UNLABELED_HOOKS if not recipe.data.batch_unlabeled else ())
         idle = [h for h in built.plugins.implements(self.key) if h not in called | set(exempt)]
         if idle and resume_from is None:
             self.fail("composes", f"hook(s) {', '.join(idle)} were never called in 2 iterations with "
                       f"plugins {plugins}", "compose the plugin with plugins that give ssseg occasion to "
                       "call them (compose_with=...), e.g. a view planner such as fixmatch for weight_loss")
-        self.runs[name] = _outcome(trainer, out, self.key)
+        self.runs[name] = _outcome(trainer, out, trainer.plugins[self.key])
         return self.runs[name]
 
     def control_flow(self, recipe: Recipe, seed: int) -> tuple[list[dict[str, Any]], PluginSet]:
@@ -444,7 +577,8 @@ def decisions(trainer: Trainer, labeled: dict[str, Tensor], unlabeled: Unlabeled
     return out
 
 
-def _outcome(trainer: Trainer, out: Path, key: str) -> _Outcome:
+def _outcome(trainer: Trainer, out: Path, plugin: Any = None) -> _Outcome:
+    """The losses and weights of a trained run, and ``plugin``'s state (none without one)."""
     run = trainer.run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = {r["iteration"]: {k: v for k, v in r.items() if k.startswith("loss")}
@@ -454,7 +588,7 @@ def _outcome(trainer: Trainer, out: Path, key: str) -> _Outcome:
         weights |= _flatten(f"modules.{name}", module)
     if run.separate_teacher:
         weights |= _flatten("teacher", run.teacher)
-    return _Outcome(losses, weights, plugin_state(trainer.plugins[key]))
+    return _Outcome(losses, weights, {} if plugin is None else plugin_state(plugin))
 
 
 def plugin_state(plugin: Any) -> dict[str, Any]:

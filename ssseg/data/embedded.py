@@ -218,6 +218,20 @@ class EmbeddedDataset(Dataset):
         """The full-size ground-truth mask of sample ``i`` (int64), for every role."""
         return self.masks[self.indices[i]].long()
 
+    def image_id(self, i: int) -> str:
+        """The identity of sample ``i``'s image (a file-name-safe string, unique in the dataset)."""
+        return f"{self.prefix}_{int(self.indices[i]):05d}"
+
+    def full_image(self, i: int) -> torch.Tensor:
+        """Sample ``i``'s image at its own size, float ``[3,H,W]`` in [0, 1], not augmented."""
+        return self.images[int(self.indices[i])].float().div_(255.0)
+
+    def weak_pair(self, i: int, mask: torch.Tensor) -> dict:
+        """Sample ``i``'s image with ``mask`` (``[H,W]``, e.g. a stored pseudo-label) through the
+        weak pipeline: ``{"image", "mask"}`` like a labeled sample (padding 255)."""
+        image, mask, _ = _weak(self.full_image(i), mask, self.crop or mask.shape[-1], self.flip, self.fill)
+        return {"image": image, "mask": mask}
+
     def __getitem__(self, i: int) -> dict:
         row = int(self.indices[i])
         image = self.images[row].float().div_(255.0)

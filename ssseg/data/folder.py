@@ -123,6 +123,21 @@ class ListedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image_id(self, i: int) -> str:
+        """The identity of sample ``i``'s image: its file name without the suffix (a dataset pass
+        refuses a list in which two images share one)."""
+        return Path(self.samples[i][0]).stem
+
+    def full_image(self, i: int) -> torch.Tensor:
+        """Sample ``i``'s image at its own size, float ``[3,H,W]`` in [0, 1], not augmented."""
+        return F.to_dtype(read_image(self.samples[i][0]), torch.float32, scale=True)
+
+    def weak_pair(self, i: int, mask: torch.Tensor) -> dict[str, Any]:
+        """Sample ``i``'s image with ``mask`` (``[H,W]``, e.g. a stored pseudo-label) through the
+        weak pipeline: ``{"image", "mask"}`` like a labeled sample (padding 255)."""
+        image, mask, _ = self.weak(read_image(self.samples[i][0]), mask)
+        return {"image": image, "mask": mask}
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         image_path, mask_path = self.samples[i]
         image = read_image(image_path)

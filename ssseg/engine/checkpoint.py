@@ -27,7 +27,7 @@ from ssseg.hookspecs import HOOKSPEC_VERSION
 from ssseg.plugin_faults import plugin_failure
 from ssseg.recipe.differences import incompatible_changes
 from ssseg.recipe.structure import unstructure
-from ssseg.run_files import BEST, LAST
+from ssseg.run_files import BEST, LAST, snapshot
 
 REQUIRED_KEYS = ("iteration", "recipe", "student")
 RESUME_KEYS = ("teacher", "plugins", "optimizer", "training")
@@ -97,10 +97,11 @@ class NonFiniteWeights(Diverged):
 
 class Checkpointer:
     """Writes ``last.pt`` (atomically), keeps the last ``keep`` iteration checkpoints as hard
-    links ``iter_<N>.pt``, and ``best.pt``. Only rank 0 writes."""
+    links ``iter_<N>.pt``, ``best.pt``, and a hard link ``snapshot_<N>.pt`` at each iteration of
+    ``snapshots`` (a stage's ``stage_snapshots``), never deleted. Only rank 0 writes."""
 
-    def __init__(self, folder: Path, keep: int = 0):
-        self.folder, self.keep = folder, keep
+    def __init__(self, folder: Path, keep: int = 0, snapshots: tuple[int, ...] = ()):
+        self.folder, self.keep, self.snapshots = folder, keep, frozenset(snapshots)
 
     @property
     def last(self) -> Path:
@@ -120,6 +121,8 @@ class Checkpointer:
         write_atomically(self.last, lambda file: torch.save(state, file))
         if best:
             link_atomically(self.last, self.folder / BEST)
+        if run.iteration in self.snapshots:
+            link_atomically(self.last, self.folder / snapshot(run.iteration))
         if self.keep:
             it = run.iteration
             link_atomically(self.last, self.folder / f"iter_{it:07d}.pt")

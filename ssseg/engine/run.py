@@ -149,11 +149,13 @@ def place(module: nn.Module, recipe: Recipe, device: torch.device, world: int) -
     return module
 
 
-def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train") -> BuiltRun:
+def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train",
+              data: DataBundle | None = None) -> BuiltRun:
     """Check the recipe, then build data, student and the build phase's answers in the table's
     order (contributed modules, the optimiser, the teacher, the feature requests) into a
     :class:`Run`, and call ``setup``. ``needs``: the datasets to build (``train``, ``val`` to
-    evaluate, ``classes`` to predict)."""
+    evaluate, ``classes`` to predict); ``data``: the datasets already built (a stage's training
+    set, :mod:`ssseg.stages`)."""
     rank, world = rank_and_world()
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
@@ -161,7 +163,7 @@ def build_run(recipe: Recipe, out_dir: Path | None = None, needs: str = "train")
     plugins = check_recipe(recipe)
     source = plugins.pseudo_label_source
     torch.manual_seed(recipe.seed)
-    data = build_data(recipe.data, needs)
+    data = build_data(recipe.data, needs) if data is None else data
     student = place(build_model(recipe.model, data.num_classes), recipe, device, world)
     build = BuildContext(recipe=recipe, out_dir=out_dir, device=device, data=data, student=student,
                          pseudo_label_source=source, rank=rank, world_size=world)

@@ -21,7 +21,7 @@ from ssseg.recipe.differences import RESUMABLE, incompatible_changes
 from ssseg.recipe.load import dump_recipe, load_recipe
 from ssseg.recipe.schema import Recipe
 from ssseg.recipe.structure import unstructure
-from ssseg.run_files import LAST, METRICS, RECIPE
+from ssseg.run_files import LAST, METRICS, RECIPE, STAGES
 
 SHOWN = 3  # differences named in a message
 LOCK = "train.lock"  # held by the one process writing the folder
@@ -80,7 +80,7 @@ class RunFolder:
         return recipe
 
     def _resumed_recipe(self, recipe_path: Path, overrides: Sequence[str]) -> Recipe:
-        if not self.last.exists():
+        if not self.last.exists() and not (self.path / STAGES).is_dir():
             raise UserError(f"--resume: no checkpoint at {self.last}")
         source = self.recipe_file if self.recipe_file.is_file() else recipe_path
         recipe = load_recipe(source, overrides)

@@ -6,7 +6,8 @@ step through it, never a copy."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import attrs
 import torch
@@ -17,9 +18,9 @@ from ssseg.engine.distributed import any_ranks
 from ssseg.engine.forward import LABELED, WEAK, ForwardBatch
 from ssseg.engine.precision import autocast
 from ssseg.engine.run import Run
-from ssseg.engine.types import (AugmentationPlan, Features, LabeledBatch, LossTerm, Pseudo, StepContext,
-                                StudentOutputs, UnlabeledBatch, ViewInput)
-from ssseg.engine.views import view_image, view_pseudo
+from ssseg.engine.types import (Features, LabeledBatch, LossTerm, Pseudo, StepContext, StudentOutputs,
+                                UnlabeledBatch, View, ViewInput)
+from ssseg.engine.views import Donors, view_image, view_pseudo
 from ssseg.errors import Diverged, UserError
 from ssseg.losses import cross_entropy, weighted_view_loss
 from ssseg.models import eval_mode
@@ -54,9 +55,12 @@ class StepResult:
     stop: bool = False
     logs: dict[str, float] = attrs.field(factory=dict)
 
-    def donor(self, plan: AugmentationPlan | None) -> Pseudo | None:
-        """The eval-mode pseudo-labels ``plan``'s CutMix boxes paste from (its ``cutmix_donor``)."""
-        return self.second_pseudo if plan is not None and plan.cutmix_donor == "second" else self.pseudo
+    def donors(self, ground_truth: Callable[[], Pseudo]) -> Donors:
+        """What a plan's CutMixes paste from besides the view: the second weak view with its
+        eval-mode pseudo-labels, and the labeled batch with its ``ground_truth()``."""
+        second = None if self.unlabeled is None else self.unlabeled.second
+        return Donors(second_image=None if second is None else second.image, second_pseudo=self.second_pseudo,
+                      labeled_image=self.labeled.image, ground_truth=ground_truth)
 
 
 class NonFiniteLoss(Diverged):
@@ -99,51 +103,74 @@ class StepRunner:
         """The :class:`StepContext` of the current iteration (or of ``iteration``)."""
         run, state = self.run, self.run.state
         iteration = state.iteration if iteration is None else iteration
-        return StepContext(
+        ctx = StepContext(
             iteration=iteration, max_iters=run.recipe.optim.iters,
             epoch=iteration // self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch,
             device=run.device, rank=run.rank, world_size=run.world_size,
             generator=state.generator, shared_generator=state.shared_generator,
             student=run.student, teacher=run.teacher,
             num_classes=run.data.num_classes, ignore_index=run.data.ignore_index, modules=self.modules)
+        ctx.supervised_loss = functools.partial(self.supervised_loss, ctx)
+        return ctx
 
     # -- the phases, named as in the step table ------------------------------------------------
 
     def prepare(self, result: StepResult) -> StepResult:
         """``before_iteration``, the teacher's pseudo-labels, ``after_pseudo_label``,
-        ``estimate_hardness``, ``plan_views``, and ``schedule_augmentation`` per image view, whose
-        plans build the views' inputs."""
+        ``estimate_hardness``, ``plan_views`` and ``refine_views``, and per image view
+        ``schedule_augmentation`` and ``refine_augmentation``, whose plan builds the view's input
+        and targets."""
         ctx, call, unlabeled = result.ctx, self.plugins.call, result.unlabeled
         call("before_iteration", ctx=ctx)
         labeled = result.labeled
         if unlabeled is None:
             return attrs.evolve(result, batch=ForwardBatch(((LABELED, labeled.image),)))
-        source, second = self.run.pseudo_label_source, unlabeled.second
+        source = self.run.pseudo_label_source
         pseudo = hardness = second_pseudo = None
         if source != "none":
             pseudo = self.pseudo_label(unlabeled)
-            second_pseudo = None if second is None else self.pseudo_label(second)
+            second_pseudo = None if unlabeled.second is None else self.pseudo_label(unlabeled.second)
             call("after_pseudo_label", ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
             hardness = call("estimate_hardness", ctx=ctx, unlabeled=unlabeled, pseudo=pseudo)
         result = attrs.evolve(result, pseudo=pseudo, second_pseudo=second_pseudo, hardness=hardness)
-        views = {}
-        for view in call("plan_views", default=[], ctx=ctx, hardness=hardness):
-            if source == "none" and view.coef:
-                raise UserError(f"view {view.name!r} has coefficient {view.coef}, but the pseudo-label "
-                                "source is 'none' (no pseudo-labels): give it coefficient 0")
-            plan = image = None
-            if view.kind == "image":
-                plan = call("schedule_augmentation", ctx=ctx, view=view, unlabeled=unlabeled,
-                            pseudo=pseudo, hardness=hardness)
-                image = view_image(plan, unlabeled.image, None if second is None else second.image)
-            own = None if pseudo is None else view_pseudo(plan, pseudo, result.donor(plan))
-            views[view.name] = ViewInput(view=view, image=image, plan=plan, pseudo=own)
+        planned = call("plan_views", default=[], ctx=ctx, labeled=labeled, hardness=hardness)
+        planned = call("refine_views", default=planned, ctx=ctx, views=planned, labeled=labeled, hardness=hardness)
+        donors = result.donors(functools.partial(self.ground_truth, labeled))
+        views = {view.name: self.view_input(ctx, view, result, donors) for view in planned}
         features = tuple((n, v.view.dropout) for n, v in views.items() if v.view.kind == "feature")
         parts = ((LABELED, labeled.image),)
         if features or source == "student_train" or self.run.features.student_on_weak:
             parts += ((WEAK, unlabeled.image),)
         parts += tuple((n, v.image) for n, v in views.items() if v.image is not None)
         return attrs.evolve(result, views=views, batch=ForwardBatch(parts, features))
+
+    def view_input(self, ctx: StepContext, view: View, result: StepResult, donors: Donors) -> ViewInput:
+        """One view's input: for an image view the plan (``schedule_augmentation``, then
+        ``refine_augmentation``) applied to its source batch and targets."""
+        call, labeled, unlabeled = self.plugins.call, result.labeled, result.unlabeled
+        if view.source == "labeled":
+            if view.kind != "image":
+                raise UserError(f"view {view.name!r}: a labeled view must be an image view (kind 'image')")
+            base_image, base_targets = labeled.image, donors.ground_truth()
+        else:
+            if view.coef and result.pseudo is None:
+                raise UserError(f"view {view.name!r} has coefficient {view.coef}, but the pseudo-label "
+                                "source is 'none' (no pseudo-labels): give it coefficient 0, or make it a "
+                                "labeled view (View(source='labeled'))")
+            base_image, base_targets = unlabeled.image, result.pseudo
+        plan = image = None
+        if view.kind == "image":
+            kwargs = dict(ctx=ctx, view=view, labeled=labeled, unlabeled=unlabeled, pseudo=result.pseudo,
+                          hardness=result.hardness)
+            plan = call("schedule_augmentation", **kwargs)
+            plan = call("refine_augmentation", default=plan, plan=plan, **kwargs)
+            image = view_image(plan, base_image, donors)
+        targets = None if base_targets is None else view_pseudo(plan, base_targets, donors)
+        return ViewInput(view=view, image=image, plan=plan, pseudo=targets)
+
+    def ground_truth(self, labeled: LabeledBatch) -> Pseudo:
+        """The labeled batch's ground truth as targets (for labeled views and labeled CutMix donors)."""
+        return Pseudo.from_ground_truth(labeled.mask, self.run.data.num_classes, self.run.data.ignore_index)
 
     @torch.no_grad()
     def pseudo_label(self, unlabeled: UnlabeledBatch) -> Pseudo:
@@ -178,14 +205,24 @@ class StepRunner:
         return attrs.evolve(result, outputs=outputs)
 
     def relabel(self, result: StepResult) -> StepResult:
-        """With the ``student_train`` source: each view's pseudo-labels from the student's detached
-        train-mode logits of the weak batch, CutMix partners' from the eval-mode teacher."""
-        if self.run.pseudo_label_source != "student_train" or result.unlabeled is None:
+        """With the ``student_train`` source, each unlabeled view's pseudo-labels from the
+        student's detached train-mode logits of the weak batch (CutMix partners' from the eval-mode
+        teacher); then the ``relabel`` decision may replace any unlabeled view's pseudo-labels."""
+        if result.unlabeled is None or result.pseudo is None:
             return result
-        own = Pseudo.from_logits(result.outputs.weak, result.unlabeled.valid)
-        views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, result.donor(v.plan)))
-                 for n, v in result.views.items()}
-        return attrs.evolve(result, pseudo=own, views=views)
+        views = result.views
+        if self.run.pseudo_label_source == "student_train":
+            own = Pseudo.from_logits(result.outputs.weak, result.unlabeled.valid)
+            donors = result.donors(functools.partial(self.ground_truth, result.labeled))
+            views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, donors, partners=result.pseudo))
+                     if v.view.source == "unlabeled" else v for n, v in views.items()}
+            result = attrs.evolve(result, pseudo=own, views=views)
+        changed = self.plugins.call("relabel", default={}, ctx=result.ctx, unlabeled=result.unlabeled,
+                                    pseudo=result.pseudo, views=views, outputs=result.outputs)
+        if not changed:
+            return result
+        return attrs.evolve(result, views={n: attrs.evolve(v, pseudo=changed[n]) if n in changed else v
+                                           for n, v in views.items()})
 
     def losses(self, result: StepResult) -> StepResult:
         """The supervised loss (and the auxiliary head's), every view's weighted cross-entropy, the
@@ -197,18 +234,22 @@ class StepRunner:
             terms["loss_x/aux"] = self.supervised_loss(ctx, outputs.aux, labeled.mask)
             loss_x = loss_x + r.model.aux_weight * terms["loss_x/aux"]
         loss_u = loss_x.new_zeros(())
+        views = dict(result.views)
         for name, view in result.views.items():
             if view.pseudo is None:
                 continue
-            weight = call("weight_loss", ctx=ctx, view=view.view, pseudo=view.pseudo,
-                          hardness=result.hardness, view_input=view)
+            weight = None
+            if view.view.source == "unlabeled":
+                weight = call("weight_loss", ctx=ctx, view=view.view, pseudo=view.pseudo,
+                              hardness=result.hardness, view_input=view)
+                views[name] = view = attrs.evolve(view, weight=weight)
             if view.view.coef == 0:
                 continue
             terms[f"loss_u/{name}"] = weighted_view_loss(outputs.views[name], view.pseudo, weight,
                                                          r.unsup.normalize)
             loss_u = loss_u + view.view.coef * terms[f"loss_u/{name}"]
         extras = call("extra_losses", ctx=ctx, labeled=labeled, unlabeled=result.unlabeled,
-                      pseudo=result.pseudo, hardness=result.hardness, views=result.views, outputs=outputs)
+                      pseudo=result.pseudo, hardness=result.hardness, views=views, outputs=outputs)
         lambda_u = call("unsup_weight", default=r.unsup.weight, ctx=ctx)
         for term in extras.values():
             if isinstance(term, LossTerm) and term.times_lambda_u:
@@ -218,7 +259,7 @@ class StepRunner:
             if not (isinstance(term, LossTerm) and term.times_lambda_u):
                 total = total + (term.value if isinstance(term, LossTerm) else term)
         extras = {k: v.value if isinstance(v, LossTerm) else v for k, v in extras.items()}
-        return attrs.evolve(result, total=total, terms=terms | extras, lambda_u=lambda_u)
+        return attrs.evolve(result, views=views, total=total, terms=terms | extras, lambda_u=lambda_u)
 
     def supervised_loss(self, ctx: StepContext, logits: Tensor, target: Tensor) -> Tensor:
         """The ``supervised_loss`` decision, or cross-entropy ignoring the ignore index."""

@@ -87,7 +87,7 @@ class Trainer:
             it, last = state.iteration, state.iteration == r.optim.iters
             new_best = (it % self.eval_every == 0 or last) and self.evaluate_and_record()[1]
             if self.checkpointer is not None and (it % r.run.checkpoint_every == 0 or last or new_best
-                                                  or result.stop):
+                                                  or result.stop or it in self.checkpointer.snapshots):
                 self.checkpointer.save(run, self.plugins, best=new_best)
             if result.stop:
                 raise Stopped(it, self.stop_signal)

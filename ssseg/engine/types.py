@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 FEATURE_NAMES = ("encoder", "decoder")
 PSEUDO_LABEL_SOURCES = ("teacher", "student_train", "none")
+GROUND_TRUTH_LOGIT = 40.0  # softmax(40·one-hot) is the one-hot vector in float32 for any C < 10^9
 
 
 @attrs.define
@@ -27,6 +28,9 @@ class StepContext:
     ``build_modules``, ready to call in a training forward (wrapped for DDP when distributed, so
     their gradients are synchronised); their plain versions are ``run.modules``. ``num_classes``,
     ``ignore_index``; ``log(name, value)`` records a scalar for this step into ``logs``.
+    ``supervised_loss(logits, target)``: the recipe's supervised loss (the ``supervised_loss``
+    decision, else cross-entropy ignoring ``ignore_index``), for a plugin that trains a second
+    network on the labeled batch, so a plugin answering ``supervised_loss`` (OHEM) reaches it too.
     """
 
     iteration: int
@@ -44,6 +48,7 @@ class StepContext:
     ignore_index: int
     modules: dict[str, nn.Module] = attrs.field(factory=dict)
     logs: dict[str, float] = attrs.field(factory=dict)
+    supervised_loss: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def log(self, name: str, value: float | Tensor) -> None:
         """Record a scalar for this step (written to metrics.jsonl every ``run.log_every``)."""
@@ -90,7 +95,7 @@ class FeatureRequest:
     pseudo-labelling forward (``teacher``); ``student_on_weak``: also put the weak batch through
     the student's training forward (``outputs.weak`` and ``outputs.features["weak"]``);
     ``second_view``: load a second weak view of every unlabeled image (``unlabeled.second``), for
-    CutMix partners that are another crop of the same image (``AugmentationPlan.cutmix_donor``)."""
+    CutMix partners that are another crop of the same image (``CutMix(donor="second")``)."""
 
     student: tuple[str, ...] = ()
     teacher: tuple[str, ...] = ()
@@ -124,57 +129,93 @@ class Pseudo:
         conf, labels = logits.softmax(1).max(1)
         return cls(labels=labels, conf=conf, valid=valid, logits=logits, features=features)
 
+    @classmethod
+    def from_ground_truth(cls, mask: Tensor, num_classes: int, ignore_index: int,
+                          dtype: torch.dtype = torch.float32) -> "Pseudo":
+        """Targets that are the ground truth ``mask`` ``[B,H,W]``: labels = mask (0 where
+        ignored), confidence 1, valid where the mask is not ``ignore_index``, and logits
+        ``GROUND_TRUTH_LOGIT``·one-hot, whose softmax is the one-hot target in float32."""
+        valid = mask != ignore_index
+        labels = mask.masked_fill(~valid, 0)
+        logits = torch.nn.functional.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(dtype) * GROUND_TRUTH_LOGIT
+        return cls(labels=labels, conf=torch.ones(mask.shape, dtype=dtype, device=mask.device), valid=valid,
+                   logits=logits)
+
 
 @attrs.frozen
 class View:
-    """One unlabeled view the student trains on.
+    """One view the student trains on.
 
-    ``kind="image"``: an augmented copy of the weak batch, planned by ``schedule_augmentation``.
+    ``kind="image"``: an augmented copy of its source batch, planned by ``schedule_augmentation``.
     ``kind="feature"``: the decoder applied to Dropout2d(``dropout``) of the weak batch's encoder
-    features (UniMatch's feature perturbation). ``coef`` multiplies this view's cross-entropy
-    loss; a view of coefficient 0 is forwarded (BatchNorm statistics, logits for ``extra_losses``)
-    but adds no cross-entropy term.
+    features (UniMatch's feature perturbation). ``source``: the batch the view is built from:
+    ``"unlabeled"`` (the weak unlabeled batch; targets: its pseudo-labels) or ``"labeled"`` (the
+    labeled batch; targets: the ground truth, so the view has a loss even with the pseudo-label
+    source ``none``, and ``weight_loss`` is not asked for it). ``coef`` multiplies this view's
+    cross-entropy loss; a view of coefficient 0 is forwarded (BatchNorm statistics, logits for
+    ``extra_losses``) but adds no cross-entropy term.
     """
 
     name: str
     coef: float = 1.0
     kind: Literal["image", "feature"] = "image"
     dropout: float = 0.5
+    source: Literal["unlabeled", "labeled"] = "unlabeled"
+
+
+@attrs.frozen
+class CutMix:
+    """One CutMix of an :class:`AugmentationPlan`: inside ``box`` ``[B,H,W]`` (bool) of image i,
+    the image and its targets (labels, confidences, logits, validity) come from image
+    ``partner[i]`` (``[B]``, long) of the ``donor`` batch:
+
+    - ``"view"``: this view as it stands before this mix (after the photometric ops, the blend
+      and the earlier mixes), with its targets so far;
+    - ``"second"``: the second weak view ``unlabeled.second`` after ``donor_photometric`` (None:
+      unchanged), with the pseudo-labels the teacher gives it in eval mode (needs
+      ``FeatureRequest(second_view=True)``);
+    - ``"labeled"``: the labeled batch after ``donor_photometric`` (``partner`` indexes it); the
+      pasted targets are the ground truth: labels = mask, confidence 1, logits one-hot, valid
+      where the mask is not ``ignore_index``.
+    """
+
+    box: Tensor
+    partner: Tensor
+    donor: Literal["view", "second", "labeled"] = "view"
+    donor_photometric: Callable[[Tensor], Tensor] | None = None
 
 
 @attrs.frozen
 class AugmentationPlan:
-    """How to build one image view from the weak batch, applied by the core in this order:
+    """How to build one image view from its source batch (the weak unlabeled batch, or the
+    labeled batch for a view of ``source="labeled"``), applied by the core in this order:
 
-    1. ``photometric(weak) -> strong`` (batched, per-sample parameters already drawn);
-    2. ``blend`` ``[B]``: x = blend·strong + (1 − blend)·weak (None: x = strong);
-    3. ``cutmix_box`` ``[B,H,W]`` bool with ``cutmix_partner`` ``[B]``: inside the box of image
-       i, the image, pseudo-label, confidence, logits and validity come from image ``partner[i]``
-       of the donor batch, ``cutmix_donor``: ``"view"``, this view after steps 1 and 2 with the
-       weak batch's pseudo-labels; ``"second"``, the second weak view ``unlabeled.second`` after
-       ``donor_photometric`` (None: unchanged), with the pseudo-labels the teacher gives that
-       view in eval mode (needs ``FeatureRequest(second_view=True)``).
+    1. ``photometric(x) -> strong`` (batched, per-sample parameters already drawn);
+    2. ``blend`` ``[B]``: x = blend·strong + (1 − blend)·x (None: x = strong);
+    3. each :class:`CutMix` of ``mixes`` in order, on the image and its targets (pseudo-labels,
+       confidences, logits, validity) alike.
     """
 
     photometric: Callable[[Tensor], Tensor] | None = None
     blend: Tensor | None = None
-    cutmix_box: Tensor | None = None
-    cutmix_partner: Tensor | None = None
-    cutmix_donor: Literal["view", "second"] = "view"
-    donor_photometric: Callable[[Tensor], Tensor] | None = None
+    mixes: tuple[CutMix, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen
 class ViewInput:
     """One view as the student sees it: the ``view``, its input ``image`` ``[B,3,H,W]`` (None for
-    a feature view), the ``plan`` that built it (None: the weak image unchanged), and its
-    pseudo-labels ``pseudo``, mixed by the plan's CutMix (None when the pseudo-label source is
-    ``none``)."""
+    a feature view), the ``plan`` that built it (None: the source image unchanged), its targets
+    ``pseudo``, mixed by the plan's CutMixes (the ground truth for a labeled view; None when the
+    pseudo-label source is ``none`` and the view is unlabeled), and ``weight`` ``[B,H,W]``, the
+    product of the ``weight_loss`` answers for it (all ones when no plugin answers; set in the
+    ``losses`` phase, None before it and for a labeled view). A plugin computing its own loss on a
+    view multiplies it by ``weight``, so reweighting plugins reach that loss too."""
 
     view: View
     image: Tensor | None
     plan: AugmentationPlan | None
     pseudo: Pseudo | None
+    weight: Tensor | None = None
 
 
 @attrs.frozen

@@ -9,6 +9,7 @@ with the file and key path.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 import attrs
@@ -211,6 +212,48 @@ class RunConfig:
                               valid="a torch.compile backend, e.g. `inductor`")
 
 
+STAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+@attrs.frozen
+class StageConfig:
+    """``stages[i]:`` one stage of a staged recipe: a whole training run of the recipe with
+    ``patch`` merged over it, into ``<out>/stages/<name>/``, started from the recipe's
+    initialisation (a fresh model); ``reads``: the earlier stages whose checkpoints and outputs
+    this stage's hooks may read ([hooks.md](hooks.md), phase `stage`)."""
+
+    name: str = key("the stage's name: its folder `<out>/stages/<name>/`",
+                    valid="letters, digits, `_` and `-`, unique among the stages")
+    reads: tuple[str, ...] = key("earlier stages this stage reads", factory=tuple,
+                                 valid="names of earlier stages")
+    patch: dict[str, Any] = key("merged over the recipe for this stage (as `-o` and suites patch)",
+                                factory=dict, valid="recipe keys except `stages` and `seed`")
+
+
+def _stages(_inst: Any, attribute: Any, value: tuple[StageConfig, ...]) -> None:
+    """Validator of ``stages``: valid unique names, reads of earlier stages only, patches without
+    ``stages`` or ``seed``."""
+    seen: list[str] = []
+    for i, stage in enumerate(value):
+        problem = None
+        if not re.match(STAGE_NAME, stage.name):
+            problem = f"name {stage.name!r}: use letters, digits, '_' and '-'"
+        elif stage.name in seen:
+            problem = f"name {stage.name!r} appears twice"
+        elif set(stage.patch) & {"stages", "seed"}:
+            problem = f"patch: {sorted(set(stage.patch) & {'stages', 'seed'})[0]!r} cannot change per stage"
+        else:
+            unknown = [r for r in stage.reads if r not in seen]
+            if unknown:
+                problem = (f"reads {unknown[0]!r}, which is not an earlier stage; valid: "
+                           f"{', '.join(seen) or 'none (the first stage reads nothing)'}")
+        if problem:
+            err = ValueError(problem)
+            err.ssseg_field = f"{attribute.name}[{i}]"
+            raise err
+        seen.append(stage.name)
+
+
 @attrs.frozen
 class Recipe:
     """A whole recipe. ``source`` is no recipe key: the file the recipe was read from, which
@@ -227,5 +270,12 @@ class Recipe:
         valid="installed plugins, or any key with `use:`")
     eval: EvalConfig = attrs.field(factory=EvalConfig)
     run: RunConfig = attrs.field(factory=RunConfig)
+    stages: tuple[StageConfig, ...] = key(
+        "staged training (ST/ST++): the stages in order, each a training run of this recipe "
+        "patched, in `<out>/stages/<name>/`; a finished stage is not redone when the same command "
+        "runs again ([hooks.md](hooks.md), phase `stage`); empty: one ordinary run",
+        factory=tuple, validator=_stages,
+        valid="a list of `{name, reads, patch}`: `name` unique (letters, digits, `_`, `-`), `reads` "
+              "earlier stages' names, `patch` recipe keys except `stages` and `seed`")
     source: str | None = attrs.field(default=None, kw_only=True, eq=False, repr=False,
                                      metadata={NOT_A_KEY: True})

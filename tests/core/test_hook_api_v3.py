@@ -113,7 +113,7 @@ def test_student_train_source_labels_own_pixels_in_train_mode_and_partners_in_ev
     relabelled = trainer.step(labeled, unlabeled, until="relabel")
     weak_logits = relabelled.outputs.weak
     view = relabelled.views["strong"]
-    box, partner = view.plan.cutmix_box, view.plan.cutmix_partner
+    box, partner = view.plan.mixes[0].box, view.plan.mixes[0].partner
     own = weak_logits.argmax(1)
     eval_labels = prepared.pseudo.labels  # the eval-mode forward before the student's
     assert torch.equal(view.pseudo.labels, torch.where(box, eval_labels[partner], own))

@@ -23,11 +23,12 @@ def _clear():
     recorder.CALLS.clear()
 
 
-STEP = ["before_iteration", "after_pseudo_label", "estimate_hardness", "plan_views", "schedule_augmentation",
-        "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_backward",
+STEP = ["before_iteration", "after_pseudo_label", "estimate_hardness", "plan_views", "refine_views",
+        "schedule_augmentation", "refine_augmentation", "relabel", "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_backward",
         "after_optimizer_step", "after_iteration"]
 # independent of ssseg/step_table.py on purpose: a change of order must change both
 BUILD = ["pseudo_label_source", "validate", "build_modules", "build_teacher", "request_features", "setup"]
+STAGE = ["stage_training_set", "stage_snapshots", "after_stage"]
 
 
 def test_golden_call_order_over_two_iterations(tiny):
@@ -37,7 +38,7 @@ def test_golden_call_order_over_two_iterations(tiny):
 
 
 def test_hook_order_matches_the_spec_module():
-    assert list(HOOK_KINDS) == [*BUILD, *STEP, "eval_models", "after_eval"]
+    assert list(HOOK_KINDS) == [*BUILD, *STEP, "eval_models", "after_eval", *STAGE]
 
 
 def test_observers_run_in_recipe_order(tiny):

@@ -8,7 +8,7 @@ import torch
 
 from support import recorder
 from ssseg import compat
-from ssseg.api import HOOKSPEC_VERSION, Plugin, View, hookimpl, in_range
+from ssseg.api import HOOKSPEC_VERSION, Plugin, UserError, View, hookimpl, in_range
 from ssseg.testing import RULES, ContractViolation, check_plugin
 
 pytest_plugins = ["ssseg.testing"]
@@ -110,7 +110,61 @@ def test_a_non_finite_loss_breaks_composes():
 
 
 def test_a_hook_the_recipe_never_calls_breaks_composes():
-    broken("composes", "hook.s. weight_loss were never called", Ramp, compose_with={"mean_teacher": {}})
+    broken("composes", "answers weight_loss, which this recipe never calls: no plugin of the recipe plans views",
+           Ramp, compose_with={"mean_teacher": {}})
+
+
+def test_a_contribution_that_changes_nothing_breaks_acts():
+    class Ones(Ramp):
+        @hookimpl
+        def weight_loss(self, ctx, view, pseudo, hardness):
+            return torch.ones_like(pseudo.conf)  # the product's neutral element: dropped in effect
+
+    broken("acts", "trains as without it .*its answers to weight_loss never change training", Ones,
+           rules=["acts"])
+
+
+def test_a_contribution_that_reaches_the_loss_passes_acts():
+    check_plugin(Ramp, rules=["acts"])
+
+
+class Refused(Ramp):
+    """Ramp that refuses recipes without a confidence threshold, naming itself."""
+
+    @hookimpl
+    def validate(self, recipe):
+        if "confidence_threshold" not in recipe.plugins:
+            raise UserError(f"plugins.{self.recipe_key}: its weight_loss needs thresholded pseudo-labels; "
+                            "add `confidence_threshold: {}` to the recipe's plugins")
+
+
+def test_a_plugin_refused_naming_itself_passes_acts():
+    check_plugin(Refused, rules=["acts"])
+
+
+def test_a_refusal_that_does_not_name_the_plugin_breaks_acts():
+    class Anonymous(Ramp):
+        @hookimpl
+        def validate(self, recipe):
+            raise UserError("this recipe will not work")
+
+    broken("acts", "refused the tiny recipe .* without naming the plugin: this recipe", Anonymous,
+           rules=["acts"])
+
+
+def test_a_plugin_that_only_observes_is_exempt_from_acts():
+    class Logger(Plugin):
+        name = "logger"
+
+        @attrs.frozen
+        class Config:
+            pass
+
+        @hookimpl
+        def after_iteration(self, ctx, logs):
+            pass
+
+    check_plugin(Logger, rules=["acts"])
 
 
 class Calls(Ramp):

@@ -127,14 +127,15 @@ def test_explain_prints_the_hook_table(tmp_path, capsys):
     recipe = write_recipe(tmp_path, SUPERVISED)
     assert main(["explain", str(recipe)]) == 0
     out = capsys.readouterr().out
-    assert "plan_views               decision      supervised" in out
+    assert "validate                 observer      supervised" in out
+    assert "plan_views               decision      (core default)" in out
     assert "build_teacher            decision      (core default)" in out
     assert "# resolved recipe" in out
 
 
 def test_plugins_lists_first_party_plugins(capsys):
     assert main(["plugins"]) == 0
-    assert any(line.startswith("supervised") and "ssseg" in line and "plan_views" in line
+    assert any(line.startswith("supervised") and "ssseg" in line and "validate" in line
                for line in capsys.readouterr().out.splitlines())
 
 

@@ -16,6 +16,8 @@ COMPANIONS = {
     "mean_teacher": {"compose_with": {"fixmatch": {}, "confidence_threshold": {}}},
     "imas_weighting": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_hardness": {}}},
     "imas_augmentation": {"compose_with": {"mean_teacher": {}, "imas_hardness": {}}},
+    "imas_hardness": {"compose_with": {"mean_teacher": {}, "fixmatch": {}, "imas_weighting": {}}},
+    "ohem": {"config": {"min_kept": 300}},  # below the tiny recipe's 2 × 32² labeled pixels
     "cps": {"compose_with": {}},
     # the kit's 2 iterations fall in U2PL's supervised warm start unless it is 0 epochs long
     "u2pl": {"config": {"sup_only_epochs": 0}, "compose_with": {"mean_teacher": {}}},
@@ -23,6 +25,10 @@ COMPANIONS = {
     # the released composition: EMA teacher copying the student through epoch 0, τ, L_u over B·H·W
     "augseg": {"compose_with": {"mean_teacher": {"warmup_epochs": 1}, "confidence_threshold": {}},
                "recipe": {"unsup": {"normalize": "pixels"}}},
+    # self-training trains on labeled (and pseudo-labelled) samples only; its stage hooks are
+    # tested in tests/strategies/test_self_training.py
+    "st": {"compose_with": {}, "recipe": {"data": {"batch_unlabeled": 0}}},
+    "st_plus_plus": {"compose_with": {}, "recipe": {"data": {"batch_unlabeled": 0}}},
 }
 # first-party plugins that need an optional extra: module to import, else the contract test skips
 EXTRAS = {"tensorboard": "torch.utils.tensorboard"}

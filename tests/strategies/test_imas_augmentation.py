@@ -10,13 +10,12 @@ from hypothesis import strategies as st
 from ssseg.testing import tiny_recipe
 from support.resume import assert_resume_is_exact
 from support.imas import IMAS, make_ctx, two_iterations_are_finite
-from ssseg.api import Pseudo, UnlabeledBatch, View
+from ssseg.api import AugmentationPlan, CutMix, Pseudo, UnlabeledBatch, View
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
 from ssseg.augment import hard_easy_partners
-from support.recipes import view_of_plan
+from support.recipes import answer, view_of_plan
 from ssseg.plugin_manager import instantiate
-from ssseg.recipe.structure import ConfigError
 
 
 def plugin(**options):
@@ -33,7 +32,7 @@ def weak_batch(b=4, h=8, w=10, seed=0):
 
 
 def views_of(p, hardness, seed=0):
-    return [(v.name, v.coef, v.kind) for v in p.plan_views(ctx=make_ctx(seed=seed), hardness=hardness)]
+    return [(v.name, v.coef, v.kind) for v in answer(p, "refine_views", views=[], ctx=make_ctx(seed=seed), hardness=hardness)]
 
 
 # -- views and coefficients ------------------------------------------------------------------
@@ -48,18 +47,18 @@ def test_weak_in_forward_is_a_coefficient_zero_view_without_a_plan():
     p = plugin(weak_in_forward=True)
     assert views_of(p, torch.ones(4)) == [("strong", 1.0, "image"), ("x_w", 0.0, "image")]
     weak, pseudo = weak_batch()
-    assert p.schedule_augmentation(ctx=make_ctx(), view=View("x_w", 0.0), unlabeled=weak,
+    assert answer(p, "refine_augmentation", plan=None, ctx=make_ctx(), view=View("x_w", 0.0), unlabeled=weak,
                                    pseudo=pseudo, hardness=torch.ones(4)) is None
 
 
-def test_unimatch_views():
-    assert views_of(plugin(views="unimatch"), torch.zeros(4)) == [
-        ("s1", 0.25, "image"), ("s2", 0.25, "image"), ("fp", 0.5, "feature")]
+UNIMATCH_VIEWS = [View("s1", 0.25), View("s2", 0.25), View("fp", 0.5, kind="feature", dropout=0.3)]
 
 
-def test_weak_in_forward_with_unimatch_views_is_a_config_error():
-    with pytest.raises(ConfigError, match="plugins.imas_augmentation.weak_in_forward"):
-        plugin(views="unimatch", weak_in_forward=True)
+def test_a_strategys_views_are_kept_and_weak_in_forward_joins_them():
+    assert answer(plugin(), "refine_views", views=UNIMATCH_VIEWS, ctx=make_ctx(), hardness=torch.zeros(4)) is None
+    refined = answer(plugin(weak_in_forward=True), "refine_views", views=UNIMATCH_VIEWS, ctx=make_ctx(),
+                     hardness=torch.zeros(4))
+    assert refined == UNIMATCH_VIEWS + [View("x_w", 0.0)]
 
 
 # -- §3a intensity view ------------------------------------------------------------------------
@@ -67,7 +66,7 @@ def test_weak_in_forward_with_unimatch_views_is_a_config_error():
 def intensity_view(p, gamma, view="strong", seed=0):
     weak, pseudo = weak_batch(seed=seed)
     hardness = torch.full((4,), gamma) if isinstance(gamma, float) else gamma
-    plan = p.schedule_augmentation(ctx=make_ctx(seed=seed), view=View(view), unlabeled=weak,
+    plan = answer(p, "refine_augmentation", plan=None, ctx=make_ctx(seed=seed), view=View(view), unlabeled=weak,
                                    pseudo=pseudo, hardness=hardness)
     return weak.image, plan, view_of_plan(plan, weak, pseudo)[0]
 
@@ -106,20 +105,20 @@ def test_cutmix_pairs_rank_k_with_rank_b_minus_1_minus_k(gammas):
     hardness = torch.tensor(gammas)
     b = len(gammas)
     weak, pseudo = weak_batch(b=b)
-    plan = plugin().schedule_augmentation(ctx=make_ctx(), view=View("cutmix", 0.5), unlabeled=weak,
+    plan = answer(plugin(), "refine_augmentation", plan=None, ctx=make_ctx(), view=View("cutmix", 0.5), unlabeled=weak,
                                           pseudo=pseudo, hardness=hardness)
     order = torch.argsort(1 - hardness)  # by easiness, ascending
     for k in range(b):
-        assert plan.cutmix_partner[order[k]] == order[b - 1 - k]
+        assert plan.mixes[0].partner[order[k]] == order[b - 1 - k]
 
 
 def test_cutmix_sources_are_the_weak_images_and_labels_move_with_the_box():
     weak, pseudo = weak_batch()
-    plan = plugin().schedule_augmentation(ctx=make_ctx(), view=View("cutmix", 0.5), unlabeled=weak,
+    plan = answer(plugin(), "refine_augmentation", plan=None, ctx=make_ctx(), view=View("cutmix", 0.5), unlabeled=weak,
                                           pseudo=pseudo, hardness=torch.tensor([0.1, 0.5, 0.9, 0.3]))
     assert plan.photometric is None and plan.blend is None
     image, mixed = view_of_plan(plan, weak, pseudo)
-    box, partner = plan.cutmix_box, plan.cutmix_partner
+    box, partner = plan.mixes[0].box, plan.mixes[0].partner
     assert torch.equal(image, torch.where(box.unsqueeze(1), weak.image[partner], weak.image))
     assert torch.equal(mixed.labels, torch.where(box, pseudo.labels[partner], pseudo.labels))
     sides = box.any(2).sum(1), box.any(1).sum(1)  # clipped boxes: at most int(H·v) × int(W·v), one v
@@ -129,7 +128,7 @@ def test_cutmix_sources_are_the_weak_images_and_labels_move_with_the_box():
 def fired_share(p, gamma, n=2000):
     ctx = make_ctx(seed=3)
     hardness = torch.full((4,), gamma)
-    return sum(len(p.plan_views(ctx=ctx, hardness=hardness)) == 2 for _ in range(n)) / n
+    return sum(len(answer(p, "refine_views", views=[], ctx=ctx, hardness=hardness)) == 2 for _ in range(n)) / n
 
 
 def test_trigger_probability_follows_mean_easiness():
@@ -141,37 +140,62 @@ def test_trigger_probability_follows_mean_easiness():
 def test_trigger_uses_only_the_shared_generator():
     ctx = make_ctx()
     before = ctx.generator.get_state(), ctx.shared_generator.get_state()
-    plugin().plan_views(ctx=ctx, hardness=torch.full((4,), 0.5))
+    answer(plugin(), "refine_views", views=[], ctx=ctx, hardness=torch.full((4,), 0.5))
     assert torch.equal(ctx.generator.get_state(), before[0])
     assert not torch.equal(ctx.shared_generator.get_state(), before[1])
 
 
-def test_unimatch_image_views_are_independent_adaptive_and_cutmixed_from_strong_views():
-    p = plugin(views="unimatch", cutmix_prob=1.0)
+def strategy_plan(b=4, h=8, w=10, labeled_mix=False):
+    """A strategy's plan of a strong view: a photometric op and a CutMix of the reversed batch
+    (FixMatch's shape), optionally followed by a labeled mix."""
+    box = torch.zeros(b, h, w, dtype=torch.bool)
+    box[:, :3, :3] = True
+    mixes = (CutMix(box, torch.arange(b - 1, -1, -1)),)
+    if labeled_mix:
+        mixes += (CutMix(box.flip(1), torch.zeros(b, dtype=torch.long), donor="labeled"),)
+    return AugmentationPlan(photometric=lambda x: 1 - x, mixes=mixes)
+
+
+def test_a_strategys_image_views_become_independent_adaptive_views_with_the_adaptive_cutmix():
+    p = plugin(cutmix_prob=1.0)
     weak, pseudo = weak_batch()
     ctx, hardness = make_ctx(), torch.tensor([0.1, 0.5, 0.9, 0.3])
-    s1, s2 = (p.schedule_augmentation(ctx=ctx, view=View(v, 0.25), unlabeled=weak, pseudo=pseudo,
-                                      hardness=hardness) for v in ("s1", "s2"))
-    assert torch.equal(s1.blend, 1 - hardness) and s1.cutmix_box is not None
+    s1, s2 = (answer(p, "refine_augmentation", plan=strategy_plan(), ctx=ctx, view=View(v, 0.25), unlabeled=weak,
+                     pseudo=pseudo, hardness=hardness) for v in ("s1", "s2"))
+    assert torch.equal(s1.blend, 1 - hardness) and len(s1.mixes) == 1
+    assert not torch.equal(s1.photometric(weak.image), 1 - weak.image), "iMAS's ops replace the strategy's"
     assert not torch.equal(s1.photometric(weak.image), s2.photometric(weak.image))
-    assert not torch.equal(s1.cutmix_box, s2.cutmix_box)
-    assert torch.equal(s1.cutmix_partner, s2.cutmix_partner)  # hard <-> easy, as UniMatch's one mix batch
+    assert not torch.equal(s1.mixes[0].box, s2.mixes[0].box)
+    assert torch.equal(s1.mixes[0].partner, s2.mixes[0].partner)  # hard <-> easy, as UniMatch's one mix batch
+    assert torch.equal(s1.mixes[0].partner, hard_easy_partners(1 - hardness))
+
+
+def test_on_a_strategys_view_cutmix_false_keeps_its_mixes_and_ground_truth_mixes_always_stay():
+    weak, pseudo = weak_batch()
+    kwargs = dict(ctx=make_ctx(), view=View("strong"), unlabeled=weak, pseudo=pseudo, hardness=torch.full((4,), 0.2))
+    kept = answer(plugin(cutmix=False), "refine_augmentation", plan=strategy_plan(labeled_mix=True), **kwargs)
+    assert all(
+        torch.equal(a.box, b.box) and torch.equal(a.partner, b.partner) and a.donor == b.donor
+        for a, b in zip(kept.mixes, strategy_plan(labeled_mix=True).mixes, strict=True))
+    never = answer(plugin(cutmix_prob=0.0), "refine_augmentation", plan=strategy_plan(labeled_mix=True), **kwargs)
+    assert [m.donor for m in never.mixes] == ["labeled"], "the strategy's CutMix is replaced, not kept"
+    fired = answer(plugin(cutmix_prob=1.0), "refine_augmentation", plan=strategy_plan(labeled_mix=True), **kwargs)
+    assert [m.donor for m in fired.mixes] == ["view", "labeled"]
 
 
 # -- the plugin's contract -------------------------------------------------------------------
 
 def test_default_config():
     c = plugin().config
-    assert (c.views, c.adapt, c.n_ops, c.cutmix, c.cutmix_prob, c.weak_in_forward) == \
-        ("imas", "blend", 2, True, None, False)
+    assert (c.adapt, c.n_ops, c.cutmix, c.cutmix_prob, c.weak_in_forward) == ("blend", 2, True, None, False)
 
 
 def test_without_adaptation_no_estimator_is_needed():
     build_run(tiny_recipe({"plugins": {"imas_augmentation": {"adapt": "none", "cutmix": False}}}))
 
 
-PLAN_FIELDS = ("photometric", "blend", "cutmix_box")
-INTENSITY, BLENDED, CUTMIX = ("photometric",), ("photometric", "blend"), ("cutmix_box",)
+PLAN_FIELDS = ("photometric", "blend", "mixes")
+INTENSITY, BLENDED, CUTMIX = ("photometric",), ("photometric", "blend"), ("mixes",)
 
 
 @pytest.mark.parametrize("options, views, parts", [
@@ -180,22 +204,25 @@ INTENSITY, BLENDED, CUTMIX = ("photometric",), ("photometric", "blend"), ("cutmi
     ({"adapt": "magnitude", "weak_in_forward": True},   # scaled magnitudes: no blend; x_w in the forward
      {"strong": ("image", 0.5, INTENSITY), "cutmix": ("image", 0.5, CUTMIX), "x_w": ("image", 0.0, None)},
      ["labeled", "strong", "cutmix", "x_w"]),
-    ({"views": "unimatch"},
-     {"s1": ("image", 0.25, BLENDED + CUTMIX), "s2": ("image", 0.25, BLENDED), "fp": ("feature", 0.5, None)},
+    ({"cutmix_prob": 1.0, "with": {"unimatch": {"fp_dropout": 0.3}}},  # UniMatch's own views, refined
+     {"s1": ("image", 0.25, BLENDED + CUTMIX), "s2": ("image", 0.25, BLENDED + CUTMIX), "fp": ("feature", 0.5, None)},
      ["labeled", "weak", "s1", "s2"]),
     ({"adapt": "none", "cutmix": False}, {"strong": ("image", 1.0, INTENSITY)}, ["labeled", "strong"]),
 ])
 def test_each_option_plans_its_views(options, views, parts):
     """The views, coefficients, plan parts and student-forward parts each option produces, and a
     finite loss over two iterations."""
-    trainer = Trainer(build_run(tiny_recipe({"plugins": {**IMAS, "imas_augmentation": options}})))
+    options = dict(options)
+    plugins = {**IMAS, "imas_augmentation": options, **options.pop("with", {})}
+    trainer = Trainer(build_run(tiny_recipe({"plugins": plugins})))
     prepared = trainer.step(*next(trainer.batches()), until="prepare")
     planned = {name: (v.view.kind, v.view.coef, None if v.plan is None else
-                      tuple(f for f in PLAN_FIELDS if getattr(v.plan, f) is not None))
+                      tuple(f for f in PLAN_FIELDS if getattr(v.plan, f) not in (None, ())))
                for name, v in prepared.views.items()}
     assert planned == views
     assert [name for name, _ in prepared.batch.parts] == parts
-    two_iterations_are_finite({**IMAS, "imas_augmentation": options})
+    assert all(v.view.dropout == 0.3 for v in prepared.views.values() if v.view.kind == "feature")
+    two_iterations_are_finite(plugins)
 
 
 @pytest.mark.parametrize("pairing", ["hard_easy", "random"])
@@ -209,7 +236,7 @@ def test_cutmix_pairing_option(pairing):
     same = []
     for step in range(4):
         prepared = trainer.runner.step(labeled, unlabeled, until="prepare", ctx=trainer.runner.context(step))
-        partner = prepared.views["cutmix"].plan.cutmix_partner
+        partner = prepared.views["cutmix"].plan.mixes[0].partner
         same.append(torch.equal(partner, hard_easy_partners(prepared.hardness)))
     assert all(same) if pairing == "hard_easy" else not all(same)
 
@@ -219,4 +246,4 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_resume_continues_exactly_with_unimatch_views(tmp_path):
-    assert_resume_is_exact(tiny_recipe({"optim": {"iters": 4}, "plugins": {**IMAS, "imas_augmentation": {"views": "unimatch"}}}), tmp_path)
+    assert_resume_is_exact(tiny_recipe({"optim": {"iters": 4}, "plugins": {**IMAS, "unimatch": {}}}), tmp_path)

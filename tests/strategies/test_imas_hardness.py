@@ -155,17 +155,12 @@ def test_resume_continues_exactly(tmp_path):
     assert_resume_is_exact(tiny_recipe({"optim": {"iters": 4}, "plugins": IMAS}), tmp_path)
 
 
-class _MustNotRun(torch.nn.Module):
-    def forward(self, x):
-        raise AssertionError("the student's extra forward ran although it is its own teacher")
-
-
-def test_an_online_student_reuses_its_pseudo_labels_instead_of_a_second_forward():
-    labels = torch.tensor([[[0, 1], [1, 2]], [[2, 2], [0, 0]]])
-    conf = torch.tensor([[[0.9, 0.5], [0.8, 0.7]], [[0.9, 0.9], [0.1, 0.2]]])
-    pseudo = Pseudo(labels=labels, conf=conf, valid=torch.ones_like(labels, dtype=torch.bool))
-    student = _MustNotRun()
-    plugin = instantiate("imas_hardness", {"threshold": 0.6, "ignore_background": False})
-    hardness = plugin.estimate_hardness(ctx=make_ctx(student), unlabeled=UnlabeledBatch(
-        torch.zeros(2, 3, 2, 2), pseudo.valid), pseudo=pseudo)
-    assert torch.allclose(hardness, 1 - (conf >= 0.6).flatten(1).float().mean(1))
+def test_without_a_separate_teacher_it_is_refused_naming_the_teacher_to_add():
+    """wsIoU of the online student against itself is 1 (e = 1 everywhere): a silent no-op."""
+    from ssseg.errors import PluginError
+    from ssseg.plugin_manager import check_recipe
+    plugins = {"fixmatch": {}, "imas_hardness": {}, "imas_weighting": {}}
+    with pytest.raises(PluginError, match=r"plugins.imas_hardness: needs a plugin that answers 'build_teacher'.*"
+                                          r"add `mean_teacher: \{\}`"):
+        check_recipe(tiny_recipe({"plugins": plugins}))
+    check_recipe(tiny_recipe({"plugins": {"mean_teacher": {}, **plugins}}))

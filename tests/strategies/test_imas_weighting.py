@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from ssseg.testing import tiny_recipe
 from support.resume import assert_resume_is_exact
 from support.imas import make_ctx, two_iterations_are_finite
-from ssseg.api import AugmentationPlan, Pseudo, UnlabeledBatch, View
+from ssseg.api import AugmentationPlan, CutMix, Pseudo, UnlabeledBatch, View
 from support.recipes import view_of_plan
 from ssseg.losses import weighted_view_loss
 from ssseg.step_table import HOOKS
@@ -65,7 +65,7 @@ def test_cutmix_view_is_weighted_by_the_receiving_image():
     box = torch.zeros(2, 5, 6, dtype=torch.bool)
     box[:, 1:4, 2:5] = True
     weak = UnlabeledBatch(torch.rand(2, 3, 5, 6), pseudo.valid)
-    _, mixed = view_of_plan(AugmentationPlan(cutmix_box=box, cutmix_partner=torch.tensor([1, 0])), weak, pseudo)
+    _, mixed = view_of_plan(AugmentationPlan(mixes=(CutMix(box, torch.tensor([1, 0])),)), weak, pseudo)
     loss = core_loss(logits, mixed, hardness, View("cutmix", 0.5))
     assert loss.item() == pytest.approx(paper_loss(logits, mixed, hardness).item(), rel=1e-6)
     only_0 = paper_loss(logits[:1], Pseudo(mixed.labels[:1], mixed.conf[:1], mixed.valid[:1]), torch.zeros(1)) / 2
@@ -108,8 +108,8 @@ def test_config_has_no_parameters():
         instantiate("imas_weighting", {"normalise": True})
 
 
-# Composed with another strategy: FixMatch's views weighted by iMAS's easiness.
-ON_FIXMATCH = {"fixmatch": {}, "confidence_threshold": {"threshold": 0.3},
+# Composed with another strategy: FixMatch's views weighted by iMAS's easiness (wsIoU needs an EMA teacher).
+ON_FIXMATCH = {"mean_teacher": {}, "fixmatch": {}, "confidence_threshold": {"threshold": 0.3},
                "imas_hardness": {"threshold": 0.3}, "imas_weighting": {}}
 
 

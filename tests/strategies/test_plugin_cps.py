@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from support.recipes import answer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +24,10 @@ from ssseg.api import UnlabeledBatch, UserError, View
 from ssseg.engine import checkpoint
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
-from ssseg.engine.views import view_image
+from ssseg.engine.views import Donors, view_image
 from ssseg.models import build_model
-from ssseg.plugin_manager import instantiate
+from ssseg.errors import PluginError
+from ssseg.plugin_manager import check_recipe, instantiate
 from ssseg_plugins.cps import F2, CPS, cps_box_fractions, cps_boxes, random_cycle, released_head_init
 
 pytest_plugins = ["ssseg.testing"]
@@ -104,7 +107,7 @@ def test_cutmix_loss_uses_mixed_train_mode_targets_on_the_mixed_images_only():
     run, prepared, total, terms, _ = core_losses(cps_recipe(cutmix=True))
     view = prepared.views["mix"]
     x, y, u = prepared.labeled.image, prepared.labeled.mask, prepared.unlabeled.image
-    box, partner = view.plan.cutmix_box, view.plan.cutmix_partner
+    box, partner = view.plan.mixes[0].box, view.plan.mixes[0].partner
     assert view.view.coef == 0 and box.any() and (partner != torch.arange(len(partner))).all()
     u_mix = torch.where(box.unsqueeze(1), u[partner], u)
     assert torch.equal(view.image, u_mix)
@@ -121,11 +124,11 @@ def test_cutmix_loss_uses_mixed_train_mode_targets_on_the_mixed_images_only():
 
 
 @pytest.mark.parametrize("cutmix", [False, True])
-def test_without_unlabeled_data_the_labeled_images_remain(cutmix):
-    """Plain CPS then supervises each other on the labeled images; CutMix CPS has no term."""
-    _, prepared, total, terms, _ = core_losses(cps_recipe({"data": {"batch_unlabeled": 0}}, cutmix=cutmix))
-    assert prepared.unlabeled is None and not prepared.views
-    assert ("cps/cps" in terms) != cutmix and math.isfinite(float(total.detach()))
+def test_without_unlabeled_data_it_is_refused_before_training(cutmix):
+    """Its unlabeled view is never planned without an unlabeled batch: refused, saying what to set."""
+    with pytest.raises(PluginError, match=r"plugins.cps: answers plan_views, which this recipe never calls: the "
+                                          r"recipe has no unlabeled batch .* set data.batch_unlabeled"):
+        check_recipe(cps_recipe({"data": {"batch_unlabeled": 0}}, cutmix=cutmix))
 
 
 # -- 3. f2: trained, checkpointed, restored ------------------------------------------------------
@@ -276,15 +279,15 @@ def test_plan_draws_boxes_and_partners_per_step(config, identity):
     plugin = instantiate("cps", config)
     batch = UnlabeledBatch(image=torch.rand(4, 3, 24, 20), valid=torch.ones(4, 24, 20, dtype=torch.bool))
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
-    view = plugin.plan_views(ctx=ctx, hardness=None)[0]
+    view = answer(plugin, "plan_views", ctx=ctx, hardness=None)[0]
     assert view == View("mix", coef=0.0)
-    first, second = (plugin.schedule_augmentation(ctx=ctx, view=view, unlabeled=batch) for _ in range(2))
-    assert first.cutmix_box.shape == (4, 24, 20) and first.photometric is None and first.blend is None
-    assert not torch.equal(first.cutmix_box, second.cutmix_box)
-    assert torch.equal(first.cutmix_partner, torch.arange(4)) == identity
+    first, second = (answer(plugin, "schedule_augmentation", ctx=ctx, view=view, unlabeled=batch) for _ in range(2))
+    assert first.mixes[0].box.shape == (4, 24, 20) and first.photometric is None and first.blend is None
+    assert not torch.equal(first.mixes[0].box, second.mixes[0].box)
+    assert torch.equal(first.mixes[0].partner, torch.arange(4)) == identity
     plain = instantiate("cps", {})
-    assert plain.plan_views(ctx=ctx, hardness=None) == [View("u", coef=0.0)]
-    assert plain.schedule_augmentation(ctx=ctx, view=View("u", 0.0), unlabeled=batch) is None
+    assert answer(plain, "plan_views", ctx=ctx, hardness=None) == [View("u", coef=0.0)]
+    assert answer(plain, "schedule_augmentation", ctx=ctx, view=View("u", 0.0), unlabeled=batch) is None
 
 
 def test_released_pairing_pastes_another_view_of_the_same_image_with_its_own_targets():
@@ -296,15 +299,15 @@ def test_released_pairing_pastes_another_view_of_the_same_image_with_its_own_tar
     batch = UnlabeledBatch(image=torch.rand(3, 3, 16, 16, generator=g), valid=valid, second=second)
     f1, f2 = torch.nn.Conv2d(3, 5, 1), torch.nn.Conv2d(3, 5, 1)
     ctx = SimpleNamespace(generator=g, device=torch.device("cpu"), student=f1, modules={F2: f2})
-    plan = plugin.schedule_augmentation(ctx=ctx, view=View("mix", 0.0), unlabeled=batch)
-    assert plan.cutmix_donor == "second" and plan.cutmix_partner.tolist() == [0, 1, 2]
-    image = view_image(plan, batch.image, second.image)
-    box = plan.cutmix_box.unsqueeze(1).expand_as(image)
+    plan = answer(plugin, "schedule_augmentation", ctx=ctx, view=View("mix", 0.0), unlabeled=batch)
+    assert plan.mixes[0].donor == "second" and plan.mixes[0].partner.tolist() == [0, 1, 2]
+    image = view_image(plan, batch.image, Donors(second_image=second.image))
+    box = plan.mixes[0].box.unsqueeze(1).expand_as(image)
     assert torch.equal(image[box], second.image[box]) and torch.equal(image[~box], batch.image[~box])
     y1, y2 = plugin.mixed_targets(ctx, batch, plan)
     for y, f in ((y1, f1), (y2, f2)):
         with torch.no_grad():
-            assert torch.equal(y, torch.where(plan.cutmix_box, f(second.image).argmax(1), f(batch.image).argmax(1)))
+            assert torch.equal(y, torch.where(plan.mixes[0].box, f(second.image).argmax(1), f(batch.image).argmax(1)))
 
 
 # -- 5. two processes -------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+
+from support.recipes import answer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,7 +76,7 @@ def test_consistency_is_the_squared_error_to_the_mixed_teacher_probabilities(tin
     total, terms, lambda_u, outputs = result.total, result.terms, result.lambda_u, result.outputs
     with torch.no_grad():
         view = result.views["mix"]
-        box, partner = view.plan.cutmix_box, view.plan.cutmix_partner
+        box, partner = view.plan.mixes[0].box, view.plan.mixes[0].partner
         assert not torch.equal(partner, torch.arange(len(partner)))      # never an image with itself
         teacher_logits = run.teacher.eval()(unlabeled.image)
         mixed = torch.where(box[:, None], teacher_logits[partner], teacher_logits)
@@ -101,7 +103,8 @@ def test_rampup_multiplies_the_consistency_by_the_sigmoid_of_the_epoch():
     g = torch.Generator().manual_seed(0)
     p_t = torch.rand(2, 3, 4, 4, generator=g).softmax(1)
     pseudo = SimpleNamespace(probs=p_t, valid=torch.ones(2, 4, 4, dtype=torch.bool))
-    views, outputs = {"mix": SimpleNamespace(pseudo=pseudo)}, SimpleNamespace(views={"mix": torch.randn(2, 3, 4, 4)})
+    views = {"mix": SimpleNamespace(pseudo=pseudo, weight=torch.ones(2, 4, 4))}
+    outputs = SimpleNamespace(views={"mix": torch.randn(2, 3, 4, 4)})
     ctx = SimpleNamespace(epoch=1, log=lambda *a: None)
     plain, ramped = (instantiate("cutmix_seg", {"threshold": 0.0, "rampup_epochs": r}).extra_losses(
         ctx=ctx, views=views, outputs=outputs)["cutmix_seg/cons"].value for r in (0, 4))
@@ -111,21 +114,21 @@ def test_rampup_multiplies_the_consistency_by_the_sigmoid_of_the_epoch():
 def test_the_plugin_draws_the_released_corners_by_default():
     batch = SimpleNamespace(image=torch.rand(64, 3, 9, 40))
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(2), device=torch.device("cpu"))
-    plan = instantiate("cutmix_seg", {}).schedule_augmentation(ctx=ctx, view=None, unlabeled=batch)
+    plan = answer(instantiate("cutmix_seg", {}), "schedule_augmentation", ctx=ctx, view=None, unlabeled=batch)
     g = torch.Generator().manual_seed(2)
     torch.randint(1, 64, (), generator=g)
-    assert torch.equal(plan.cutmix_box, half_area_boxes(64, (9, 40), g, corners="released"))
+    assert torch.equal(plan.mixes[0].box, half_area_boxes(64, (9, 40), g, corners="released"))
     g = torch.Generator().manual_seed(2)
     torch.randint(1, 64, (), generator=g)
-    assert not torch.equal(plan.cutmix_box, half_area_boxes(64, (9, 40), g, corners="uniform"))
+    assert not torch.equal(plan.mixes[0].box, half_area_boxes(64, (9, 40), g, corners="uniform"))
 
 
 def test_colour_option_jitters_the_students_view_as_the_later_run_scripts():
     batch = SimpleNamespace(image=torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(5), device=torch.device("cpu"))
-    assert instantiate("cutmix_seg", {}).schedule_augmentation(ctx=ctx, view=None, unlabeled=batch).photometric is None
+    assert answer(instantiate("cutmix_seg", {}), "schedule_augmentation", ctx=ctx, view=None, unlabeled=batch).photometric is None
     ctx.generator.manual_seed(5)
-    plan = instantiate("cutmix_seg", {"colour": True}).schedule_augmentation(ctx=ctx, view=None, unlabeled=batch)
+    plan = answer(instantiate("cutmix_seg", {"colour": True}), "schedule_augmentation", ctx=ctx, view=None, unlabeled=batch)
     g = torch.Generator().manual_seed(5)  # the same draws: the partner shift, the boxes, then the colour
     torch.randint(1, 4, (), generator=g)
     half_area_boxes(4, (16, 16), g)

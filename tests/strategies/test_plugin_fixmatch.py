@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View
 from ssseg.engine.run import build_run
-from support.recipes import view_of_plan
+from support.recipes import answer, view_of_plan
 from support.resume import assert_resume_is_exact, step_logs
 from ssseg.engine.trainer import Trainer
 from ssseg.plugin_manager import instantiate
@@ -41,8 +41,8 @@ def test_default_config_and_errors_name_the_parameter():
 
 def strong_view(plugin, batch, pseudo, seed):
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
-    view = plugin.plan_views(ctx=ctx, hardness=None)[0]
-    plan = plugin.schedule_augmentation(ctx=ctx, view=view, unlabeled=batch, pseudo=pseudo, hardness=None)
+    view = answer(plugin, "plan_views", ctx=ctx, hardness=None)[0]
+    plan = answer(plugin, "schedule_augmentation", ctx=ctx, view=view, unlabeled=batch, pseudo=pseudo, hardness=None)
     return plan, view_of_plan(plan, batch, pseudo)
 
 
@@ -63,13 +63,13 @@ def test_cutmix_keeps_image_and_labels_aligned_and_invalid_pixels_invalid(b, h, 
     plugin = instantiate("fixmatch", {"p_jitter": 0, "p_gray": 0, "p_blur": 0, "p_cutmix": 1})
     batch, pseudo = encoded_batch(b, h, w, seed)
     plan, (image, mixed) = strong_view(plugin, batch, pseudo, seed)
-    assert plan.cutmix_partner.tolist() == list(range(b - 1, -1, -1))
+    assert plan.mixes[0].partner.tolist() == list(range(b - 1, -1, -1))
     src = (image[:, 2] * max(b - 1, 1)).round().long()  # the sample each pixel came from
     assert torch.equal((image[:, 0] * 4).round().long(), mixed.labels)
     assert torch.equal(image[:, 1], mixed.conf)
     assert torch.equal(mixed.valid, batch.valid[src, torch.arange(h).view(1, h, 1), torch.arange(w)])
     own = torch.arange(b).view(b, 1, 1)
-    assert torch.equal(src != own, plan.cutmix_box & (plan.cutmix_partner.view(b, 1, 1) != own))
+    assert torch.equal(src != own, plan.mixes[0].box & (plan.mixes[0].partner.view(b, 1, 1) != own))
 
 
 @settings(max_examples=20, deadline=None)
@@ -79,7 +79,7 @@ def test_cutmix_boxes_are_rectangles_of_the_specified_area_and_aspect(seed):
     plugin = instantiate("fixmatch", {})
     batch, pseudo = encoded_batch(b, h, w, 0)
     plan, _ = strong_view(plugin, batch, pseudo, seed)
-    box = plan.cutmix_box
+    box = plan.mixes[0].box
     rows, cols = box.any(2), box.any(1)
     height, width = rows.sum(1), cols.sum(1)
     fired = height > 0
@@ -96,18 +96,18 @@ def test_the_strong_image_is_the_photometric_view_mixed_with_the_same_box():
     plan, (image, _) = strong_view(plugin, batch, pseudo, 3)
     strong = plan.photometric(batch.image)
     assert not torch.equal(strong, batch.image)
-    torch.testing.assert_close(image, torch.where(plan.cutmix_box.unsqueeze(1), strong.flip(0), strong))
+    torch.testing.assert_close(image, torch.where(plan.mixes[0].box.unsqueeze(1), strong.flip(0), strong))
 
 
 def test_draws_are_independent_per_call_and_follow_the_generator():
     plugin = instantiate("fixmatch", {"p_cutmix": 1})
     batch, pseudo = encoded_batch(4, 16, 16, 0)
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(5), device=torch.device("cpu"))
-    first, second = (plugin.schedule_augmentation(ctx=ctx, view=View("strong"), unlabeled=batch,
+    first, second = (answer(plugin, "schedule_augmentation", ctx=ctx, view=View("strong"), unlabeled=batch,
                                                   pseudo=pseudo, hardness=None) for _ in range(2))
-    assert not torch.equal(first.cutmix_box, second.cutmix_box)
+    assert not torch.equal(first.mixes[0].box, second.mixes[0].box)
     again, _ = strong_view(plugin, batch, pseudo, 5)
-    assert torch.equal(again.cutmix_box, first.cutmix_box)
+    assert torch.equal(again.mixes[0].box, first.mixes[0].box)
     assert torch.equal(again.photometric(batch.image), first.photometric(batch.image))
 
 

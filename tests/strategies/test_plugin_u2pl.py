@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import yaml
 from torch import Tensor, nn
 
-from support.recipes import view_of_plan, tiny_recipe_dict
+from support.recipes import answer, view_of_plan, tiny_recipe_dict
 from ssseg.api import Pseudo, UnlabeledBatch, UserError, View, hookimpl
 from ssseg.engine.run import build_run
 from ssseg.engine.trainer import Trainer
@@ -326,17 +326,17 @@ def test_cutmix_decision_is_shared_across_ranks_and_the_partner_is_the_next_imag
     ranks = [SimpleNamespace(shared_generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
                              generator=torch.Generator().manual_seed(rank), log=lambda *a: None)
              for rank in (0, 1)]
-    plans = [[plugin.schedule_augmentation(ctx=ctx, view=View("mix", 0.0), unlabeled=batch) for _ in range(40)]
+    plans = [[answer(plugin, "schedule_augmentation", ctx=ctx, view=View("mix", 0.0), unlabeled=batch) for _ in range(40)]
              for ctx in ranks]
     fired = [[p is not None for p in rank] for rank in plans]
     assert fired[0] == fired[1] and 10 < sum(fired[0]) < 30, "one shared Bernoulli(0.5) per batch"
-    same = [torch.equal(a.cutmix_box, b.cutmix_box) for a, b in zip(*plans) if a is not None]
+    same = [torch.equal(a.mixes[0].box, b.mixes[0].box) for a, b in zip(*plans) if a is not None]
     assert all(same) if shared_boxes else not all(same), "boxes alike on every rank only with shared_boxes"
     plan = next(p for p in plans[0] if p is not None)
-    assert plan.cutmix_partner.tolist() == [1, 2, 3, 0]
+    assert plan.mixes[0].partner.tolist() == [1, 2, 3, 0]
     image, mixed = view_of_plan(plan, batch, pseudo)
     src = (image[:, 1] * 3).round().long()
-    assert torch.equal(src, torch.where(plan.cutmix_box, (index + 1) % 4, index))
+    assert torch.equal(src, torch.where(plan.mixes[0].box, (index + 1) % 4, index))
     assert torch.equal((image[:, 0] * 3).round().long(), mixed.labels), "ŷ moves with the image"
 
 

@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from support.recipes import answer
+
 from support.resume import assert_resume_is_exact, step_logs
 from ssseg.step_table import HOOKS
-from ssseg.api import AugmentationPlan, UnlabeledBatch, UserError, Pseudo
+from ssseg.api import AugmentationPlan, CutMix, LabeledBatch, Pseudo, UnlabeledBatch, UserError, View
 from ssseg.data.registry import build_data
 from ssseg.engine.run import build_run
 from ssseg.engine.sampling import SeededSamples
@@ -29,7 +31,7 @@ def test_default_config_and_errors_name_the_parameter():
 
 
 def test_views_are_two_strong_images_and_one_feature_dropout():
-    views = instantiate("unimatch", {}).plan_views(ctx=None, hardness=None)
+    views = answer(instantiate("unimatch", {}), "plan_views", ctx=None, hardness=None)
     assert [(v.name, v.kind, v.coef) for v in views] == [("s1", "image", 0.25), ("s2", "image", 0.25),
                                                          ("fp", "feature", 0.5)]
     assert views[2].dropout == 0.5
@@ -37,16 +39,16 @@ def test_views_are_two_strong_images_and_one_feature_dropout():
 
 def test_the_two_strong_views_draw_independently():
     plugin = instantiate("unimatch", {"p_cutmix": 1})
-    views = plugin.plan_views(ctx=None, hardness=None)
+    views = answer(plugin, "plan_views", ctx=None, hardness=None)
     image = torch.rand(4, 3, 32, 32)
     batch = UnlabeledBatch(image=image, valid=torch.ones(4, 32, 32, dtype=torch.bool))
     pseudo = Pseudo(labels=torch.zeros(4, 32, 32, dtype=torch.long), conf=torch.ones(4, 32, 32), valid=batch.valid)
     ctx = SimpleNamespace(generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
-    s1, s2 = (plugin.schedule_augmentation(ctx=ctx, view=v, unlabeled=batch, pseudo=pseudo, hardness=None)
+    s1, s2 = (answer(plugin, "schedule_augmentation", ctx=ctx, view=v, unlabeled=batch, pseudo=pseudo, hardness=None)
               for v in views[:2])
-    assert not torch.equal(s1.cutmix_box, s2.cutmix_box)
+    assert not torch.equal(s1.mixes[0].box, s2.mixes[0].box)
     assert not torch.equal(s1.photometric(image), s2.photometric(image))
-    assert torch.equal(s1.cutmix_partner, s2.cutmix_partner), "one mix batch for both views"
+    assert torch.equal(s1.mixes[0].partner, s2.mixes[0].partner), "one mix batch for both views"
 
 
 def test_total_is_half_of_supervised_plus_weighted_views(tmp_path, tiny):
@@ -108,10 +110,10 @@ def test_same_image_partner_is_the_second_view_labelled_like_the_released_code(t
     own = Pseudo.from_logits(relabeled.outputs.weak, unlabeled.valid)  # released: the train-mode forward of cat(x, u_w)
     for name in ("s1", "s2"):
         plan, view = relabeled.views[name].plan, relabeled.views[name]
-        assert plan.cutmix_donor == "second" and plan.cutmix_partner.tolist() == [0, 1]
-        box = plan.cutmix_box
+        assert plan.mixes[0].donor == "second" and plan.mixes[0].partner.tolist() == [0, 1]
+        box = plan.mixes[0].box
         assert box.any() and not box.all()
-        donor = plan.donor_photometric(second.image)
+        donor = plan.mixes[0].donor_photometric(second.image)
         assert torch.equal(view.image.permute(1, 0, 2, 3)[:, box], donor.permute(1, 0, 2, 3)[:, box])
         for field in ("labels", "conf", "valid"):
             got = getattr(view.pseudo, field)
@@ -121,8 +123,11 @@ def test_same_image_partner_is_the_second_view_labelled_like_the_released_code(t
 
 def test_a_plan_pasting_from_a_second_view_nobody_requested_is_refused():
     batch = UnlabeledBatch(image=torch.zeros(1, 3, 2, 2), valid=torch.ones(1, 2, 2, dtype=torch.bool))
-    plan = AugmentationPlan(cutmix_donor="second")
+    labeled = LabeledBatch(image=batch.image, mask=torch.zeros(1, 2, 2, dtype=torch.long))
+    plan = AugmentationPlan(mixes=(CutMix(torch.ones(1, 2, 2, dtype=torch.bool), torch.zeros(1, dtype=torch.long),
+                                          donor="second"),))
     check = HOOKS["schedule_augmentation"].check
-    assert "FeatureRequest(second_view=True)" in check(plan, {"unlabeled": batch})
+    kwargs = {"view": View("s"), "labeled": labeled}
+    assert "FeatureRequest(second_view=True)" in check(plan, {"unlabeled": batch, **kwargs})
     with_second = UnlabeledBatch(image=batch.image, valid=batch.valid, second=batch)
-    assert check(plan, {"unlabeled": with_second}) is None
+    assert check(plan, {"unlabeled": with_second, **kwargs}) is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from ssseg.engine.views import view_image, view_pseudo
+import inspect
+
+from ssseg.engine.views import Donors, view_image, view_pseudo
 from ssseg.recipe.load import merge
 from ssseg.testing import TINY_RECIPE
 
@@ -16,4 +18,11 @@ def tiny_recipe_dict(patch=None):
 
 def view_of_plan(plan, weak, pseudo):
     """(image, pseudo-labels) of one view built from the weak batch by ``plan``, as the core does."""
-    return view_image(plan, weak.image), view_pseudo(plan, pseudo, pseudo)
+    return view_image(plan, weak.image, Donors()), view_pseudo(plan, pseudo, Donors())
+
+
+def answer(plugin, hook: str, **kwargs):
+    """``plugin``'s answer to ``hook``, called as pluggy calls it: with only the arguments its
+    implementation takes."""
+    method = getattr(plugin, hook)
+    return method(**{k: v for k, v in kwargs.items() if k in inspect.signature(method).parameters})

@@ -58,13 +58,25 @@ class Recorder(Plugin):
         self._rec("estimate_hardness")
 
     @hookimpl
-    def plan_views(self, ctx, hardness):
+    def plan_views(self, ctx, labeled, hardness):
         self._rec("plan_views")
         return [View("plain")]
 
     @hookimpl
-    def schedule_augmentation(self, ctx, view, unlabeled, pseudo, hardness):
+    def refine_views(self, ctx, views, labeled, hardness):
+        self._rec("refine_views")
+
+    @hookimpl
+    def schedule_augmentation(self, ctx, view, labeled, unlabeled, pseudo, hardness):
         self._rec("schedule_augmentation")
+
+    @hookimpl
+    def refine_augmentation(self, ctx, view, plan, labeled, unlabeled, pseudo, hardness):
+        self._rec("refine_augmentation")
+
+    @hookimpl
+    def relabel(self, ctx, unlabeled, pseudo, views, outputs):
+        self._rec("relabel")
 
     @hookimpl
     def supervised_loss(self, ctx, logits, target):
@@ -339,7 +351,7 @@ class HalfUsedHead(Plugin):
         HalfUsedHead.GRAD["estimate_hardness"] = torch.is_grad_enabled()
 
     @hookimpl
-    def extra_losses(self, ctx, labeled):
+    def extra_losses(self, ctx, labeled, hardness):  # takes the hardness it estimates (read, or refused)
         import torch
         HalfUsedHead.GRAD["extra_losses"] = torch.is_grad_enabled()
         return {"half_used": ctx.modules["half_used"](labeled.image).pow(2).mean() * 0}

@@ -131,7 +131,8 @@ def comment_rows(path: Path) -> list[dict[str, str]]:
 
 def test_every_paper_recipe_has_a_settings_table():
     documented = {path for path, _, _ in BLOCKS}
-    shipped = {f"recipes/paper/{p.name}" for p in PAPER.glob("*.yaml")}
+    # staged recipes (ST++) state each stage's length in their comments; tests/strategies/test_self_training.py
+    shipped = {f"recipes/paper/{p.name}" for p in PAPER.glob("*.yaml") if not load_recipe(p).stages}
     assert {"cps", "u2pl", "cutmix"} <= {name.split("/")[-1].split("_")[0] for name in shipped}
     assert shipped <= documented, sorted(shipped - documented)
 
@@ -170,7 +171,7 @@ def test_released_iterations_are_the_last_step_index_of_the_released_imas_logs_p
 
 def test_the_iterations_table_covers_every_paper_recipe():
     rows = {r["recipe"].strip("`") for r in ITERATION_ROWS}
-    for path in PAPER.glob("*.yaml"):
+    for path in (p for p in PAPER.glob("*.yaml") if not load_recipe(p).stages):  # staged: per stage
         assert any(f.relative_to(REPO).as_posix() in rows for f in extends_chain(path)), path
 
 

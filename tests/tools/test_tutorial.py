@@ -65,3 +65,10 @@ def test_toml_blocks_parse():
 def test_the_second_example_keeps_the_contract(tutorial, tmp_path):
     from ssseg.testing import check_plugin
     check_plugin(tutorial.AuxiliaryDecoder, workdir=tmp_path, **tutorial.AUX_CONTRACT)
+
+
+@pytest.mark.parametrize("name", ["LabeledPatches", "AgreementFilter"])
+def test_the_compose_examples_keep_the_contract(tutorial, tmp_path, name):
+    from ssseg.testing import check_plugin
+    assert getattr(tutorial, name) in tutorial.COMPOSE_EXAMPLES
+    check_plugin(getattr(tutorial, name), workdir=tmp_path)
