@@ -245,3 +245,134 @@ def test_injection_depends_on_the_source_image():
     assert not valid[1, 0].any() and valid[1, 1:].all() and valid[0].all() and (conf[0] == 0.5).all()
     released = released_cut_mix(u_img, u_lab, u_conf, x_img, x_lab, fires, perm, full, full)
     assert all(torch.equal(a, b) for a, b in zip((img, lab, conf), released))
+
+
+# -- the plugin ------------------------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from ssseg.api import LabeledBatch, Pseudo, UnlabeledBatch, UserError  # noqa: E402
+from ssseg.plugin_manager import check_recipe, instantiate  # noqa: E402
+from ssseg.recipe.load import build_recipe  # noqa: E402
+from support.recipes import tiny_recipe_dict  # noqa: E402
+
+RELEASED = {"unsup": {"normalize": "pixels"},
+            "plugins": {"mean_teacher": {"warmup_epochs": 1}, "augseg": {}, "confidence_threshold": {}}}
+
+
+def test_default_config_is_the_released_one_and_errors_name_the_parameter():
+    c = instantiate("augseg", {}).config
+    assert (c.num_augs, c.random_num, c.label_beta, c.mix_beta, c.cutmix) == (3, True, (8, 2), (4, 4), True)
+    with pytest.raises(UserError, match=r"plugins\.augseg\.label_beta"):
+        instantiate("augseg", {"label_beta": [0, 2]})
+    with pytest.raises(UserError, match=r"plugins\.augseg\.num_augs"):
+        instantiate("augseg", {"num_augs": 12})
+
+
+def test_unequal_batches_are_refused_naming_the_keys():
+    check_recipe(build_recipe(tiny_recipe_dict(RELEASED)))  # 2 + 2: accepted
+    unequal = tiny_recipe_dict(RELEASED | {"data": {"batch_labeled": 2, "batch_unlabeled": 3}})
+    with pytest.raises(UserError, match=r"data\.batch_labeled.*data\.batch_unlabeled"):
+        check_recipe(build_recipe(unequal))
+
+
+def schedule(plugin, image, mask, logits, seed=0):
+    ctx = SimpleNamespace(generator=gen(seed), device=torch.device("cpu"), log=lambda *a, **k: None)
+    labeled = LabeledBatch(image=image + 2, mask=mask)
+    valid = torch.ones(mask.shape, dtype=torch.bool)
+    unlabeled = UnlabeledBatch(image=image, valid=valid)
+    pseudo = Pseudo.from_logits(logits, valid)
+    view = plugin.plan_views(ctx=ctx, labeled=labeled, hardness=None)[0]
+    return plugin.schedule_augmentation(ctx=ctx, view=view, labeled=labeled, unlabeled=unlabeled,
+                                        pseudo=pseudo, hardness=None)
+
+
+@pytest.mark.parametrize("confident", [True, False])
+def test_forced_confidence_never_or_always_injects(confident):
+    """One-hot teacher predictions (ρ = 1) never inject: the labeled mix pastes nothing; uniform
+    ones (ρ = 0) always do: it pastes inside M_j ∩ L_π(j) from x_π(π(j))."""
+    b, h, w, c = 6, 16, 16, 3
+    logits = torch.zeros(b, c, h, w)
+    if confident:
+        logits[:, 0] = 1e4
+    plugin = instantiate("augseg", {})
+    plan = schedule(plugin, torch.rand(b, 3, h, w), torch.zeros(b, h, w, dtype=torch.long), logits)
+    first, second = plan.mixes
+    assert (first.donor, second.donor) == ("view", "labeled")
+    assert torch.equal(second.partner, first.partner[first.partner])
+    assert (second.box <= first.box).all()
+    assert (not second.box.any()) if confident else second.box.any()
+
+
+def test_plan_without_cutmix_is_the_intensity_view_alone():
+    plan = schedule(instantiate("augseg", {"cutmix": False}), torch.rand(2, 3, 8, 8),
+                    torch.zeros(2, 8, 8, dtype=torch.long), torch.zeros(2, 3, 8, 8))
+    assert plan.mixes == () and plan.photometric is not None
+
+
+# -- through the core: the plan's mixes, the ground truth, and L_u ---------------------------------
+
+from ssseg.api import AugmentationPlan, CutMix, View, ViewInput  # noqa: E402
+from ssseg.engine.views import Donors, view_image, view_pseudo  # noqa: E402
+from ssseg.losses import weighted_view_loss  # noqa: E402
+
+IGNORE, CLASSES = 255, 14
+
+
+def core_view(mixes, u_img, u_pseudo, x_img, x_lab):
+    """The view's image and targets as the core builds them from the plan's two mixes."""
+    (box1, p1), (box2, p2) = mixes
+    plan = AugmentationPlan(mixes=(CutMix(box1, p1, donor="view"), CutMix(box2, p2, donor="labeled")))
+    donors = Donors(labeled_image=x_img, ground_truth=lambda: Pseudo.from_ground_truth(x_lab, CLASSES, IGNORE))
+    return plan, view_image(plan, u_img, donors), view_pseudo(plan, u_pseudo, donors)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_core_applies_the_mixes_as_the_released_loop(seed):
+    """Image, labels and confidences of the core's view equal the released loop's; labeled pixels
+    carry conf 1, and the released 255 targets are exactly the core's invalid pasted pixels."""
+    u_img, _, _, x_img, x_lab, fires, perm, l_box, u_box = random_case(seed)
+    b, _, h, w = u_img.shape
+    logits = torch.randn(b, CLASSES, h, w, generator=gen(100 + seed)) * 3
+    valid = torch.ones(b, h, w, dtype=torch.bool)
+    valid[:, -2:] = False  # padding rows of the unlabeled crops
+    u_pseudo = Pseudo.from_logits(logits, valid)
+    mixes = A.label_injecting_mixes(u_box, l_box, perm, fires)
+    plan, image, pseudo = core_view(mixes, u_img, u_pseudo, x_img, x_lab)
+    ref_img, ref_lab, ref_conf = released_cut_mix(u_img, u_pseudo.labels, u_pseudo.conf, x_img, x_lab, fires, perm,
+                                                  l_box, u_box)
+    assert torch.equal(image, ref_img) and torch.equal(pseudo.conf, ref_conf)
+    pasted_ignore = mixes[1][0] & ~pseudo.valid
+    assert torch.equal(pasted_ignore, ref_lab == IGNORE)
+    assert torch.equal(pseudo.labels[ref_lab != IGNORE], ref_lab[ref_lab != IGNORE])
+
+
+@pytest.mark.parametrize("tau", [0.95, 0.5, -0.7])
+def test_unlabeled_loss_is_the_released_one(tau):
+    """L_u = (1/BHW) Σ 1[q̄ ≥ τ ∧ ȳ ≠ 255]·CE over all pixels, padding of the unlabeled crops
+    included: the core's ``pixels`` loss with τ's mask times augseg's ``weight_loss``. Without
+    augseg's answer the pasted 255 pixels would count as class 0."""
+    u_img, _, _, x_img, x_lab, fires, perm, l_box, u_box = random_case(3)
+    fires[:] = True
+    b, _, h, w = u_img.shape
+    logits = torch.randn(b, CLASSES, h, w, generator=gen(7)) * 4
+    valid = torch.ones(b, h, w, dtype=torch.bool)
+    valid[:, :, -3:] = False
+    u_pseudo = Pseudo.from_logits(logits, valid)
+    mixes = A.label_injecting_mixes(u_box, l_box, perm, fires)
+    plan, _, pseudo = core_view(mixes, u_img, u_pseudo, x_img, x_lab)
+    student = torch.randn(b, CLASSES, h, w, generator=gen(8))
+    _, ref_lab, ref_conf = released_cut_mix(u_img, u_pseudo.labels, u_pseudo.conf, x_img, x_lab, fires, perm,
+                                            l_box, u_box)
+    kept = (ref_conf >= tau) & (ref_lab != IGNORE)
+    ce = torch.nn.functional.cross_entropy(student, ref_lab.masked_fill(~kept, IGNORE), ignore_index=IGNORE,
+                                           reduction="none")
+    released = ce.mean()
+    view = View("strong")
+    augseg_weight = instantiate("augseg", {}).weight_loss(view=view, pseudo=pseudo,
+                                                         view_input=ViewInput(view, None, plan, pseudo))
+    weight = (pseudo.conf >= tau).float() * augseg_weight
+    assert (ref_lab == IGNORE).any()
+    assert torch.allclose(weighted_view_loss(student, pseudo, weight, "pixels"), released, atol=1e-6)
+    without = weighted_view_loss(student, pseudo, (pseudo.conf >= tau).float(), "pixels")
+    assert not torch.allclose(without, released, atol=1e-6)
