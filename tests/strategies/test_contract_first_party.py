@@ -22,6 +22,9 @@ COMPANIONS = {
     # the kit's 2 iterations fall in U2PL's supervised warm start unless it is 0 epochs long
     "u2pl": {"config": {"sup_only_epochs": 0}, "compose_with": {"mean_teacher": {}}},
     "tensorboard": {"config": {"images": 1}},  # one image per grid keeps the kit's runs short
+    # the released composition: EMA teacher copying the student through epoch 0, τ, L_u over B·H·W
+    "augseg": {"compose_with": {"mean_teacher": {"warmup_epochs": 1}, "confidence_threshold": {}},
+               "recipe": {"unsup": {"normalize": "pixels"}}},
     # self-training trains on labeled (and pseudo-labelled) samples only; its stage hooks are
     # tested in tests/strategies/test_self_training.py
     "st": {"compose_with": {}, "recipe": {"data": {"batch_unlabeled": 0}}},
