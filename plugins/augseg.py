@@ -21,9 +21,8 @@ that of j. This plugin answers ``plan_views`` (one view "strong", coefficient 1)
 sequential mixes that give exactly ū (``ssseg.augment.augseg_ops.label_injecting_mixes``):
 u_j takes u_s,π(j) inside M_j, then the labeled x_π(π(j)) inside M_j ∩ L_π(j) where π(j) fires.
 With ``unsup: {normalize: pixels}`` the core sums weight·CE over every pixel (so the unlabeled
-crops' padding counts, as released) and ignores validity; the ground truth it pastes has label 0
-where the mask is 255, so ``weight_loss`` answers 0 on the pasted labeled pixels that are not valid
-(ȳ = 255 in the released loss) and 1 elsewhere. The rest comes from other parts of a recipe: τ from ``confidence_threshold`` (0.95 on VOC; none on
+crops' padding counts, as released) except the pasted ground truth marked 255 (ȳ = 255 in the
+released loss: ``Pseudo.ignored``). The rest comes from other parts of a recipe: τ from ``confidence_threshold`` (0.95 on VOC; none on
 Cityscapes), the 1/BHW from ``unsup: {normalize: pixels}``, λ_u from ``unsup.weight``, the teacher
 from ``mean_teacher: {decay: d₀, warmup_epochs: 1}``, OHEM from ``ohem``.
 """
@@ -34,10 +33,9 @@ import functools
 
 import attrs
 import torch
-from torch import Tensor
 
-from ssseg.api import (AugmentationPlan, CutMix, LabeledBatch, Plugin, Pseudo, StepContext, UnlabeledBatch,
-                       UserError, View, ViewInput, hookimpl, in_range)
+from ssseg.api import (AugmentationPlan, CutMix, Plugin, Pseudo, StepContext, UnlabeledBatch, UserError, View,
+                       hookimpl, in_range)
 from ssseg.augment import apply_plan
 from ssseg.augment.augseg_ops import (AUGSEG_OPS, augseg_boxes, beta_integer, image_confidence,
                                       injection_fires, label_injecting_mixes, sample_augseg_plan)
@@ -89,13 +87,12 @@ class AugSeg(Plugin):
                             "remove one of them")
 
     @hookimpl
-    def plan_views(self, ctx: StepContext, labeled: LabeledBatch, hardness: Tensor | None) -> list[View]:
+    def plan_views(self) -> list[View]:
         """ū, with loss coefficient 1."""
         return [View(STRONG, coef=1.0)]
 
     @hookimpl
-    def schedule_augmentation(self, ctx: StepContext, view: View, labeled: LabeledBatch,
-                              unlabeled: UnlabeledBatch, pseudo: Pseudo, hardness: Tensor | None) -> AugmentationPlan:
+    def schedule_augmentation(self, ctx: StepContext, unlabeled: UnlabeledBatch, pseudo: Pseudo) -> AugmentationPlan:
         """u_s = A_k(u_w) per image, then (``cutmix``) the two mixes that give ū."""
         c = self.config
         b = unlabeled.image.shape[0]
@@ -107,16 +104,6 @@ class AugSeg(Plugin):
         return AugmentationPlan(photometric=photometric,
                                 mixes=(CutMix(mix_box, partner, donor="view"),
                                        CutMix(inject_box, labeled_partner, donor="labeled")))
-
-    @hookimpl
-    def weight_loss(self, view: View, pseudo: Pseudo, view_input: ViewInput) -> Tensor | None:
-        """1[ȳ ≠ 255]: 0 where the labeled mix pasted an ignored ground-truth pixel, else 1 (the
-        padding of the unlabeled crops keeps weight 1, as released)."""
-        plan = view_input.plan
-        if view.name != STRONG or plan is None or not plan.mixes or plan.mixes[-1].donor != "labeled":
-            return None
-        ignored = plan.mixes[-1].box.to(pseudo.valid.device) & ~pseudo.valid
-        return (~ignored).float()
 
     def mixes(self, ctx: StepContext, pseudo: Pseudo, size: tuple[int, int]):
         """ρ from the teacher's P; π, λ_l, λ_u, the boxes L and M, and the injection draws

@@ -19,10 +19,13 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Te
 def weighted_view_loss(logits: Tensor, pseudo: Pseudo, weight: Tensor | None, normalize: str = "valid") -> Tensor:
     """The loss of one view: Σ weight·valid·CE(logits, labels) / Σ valid, or with
     ``normalize="pixels"`` Σ weight·CE / (B·H·W) over every pixel, padding included (weight
-    None: 1, a view of ground truth)."""
+    None: 1, a view of ground truth); pixels of ignored ground truth (``pseudo.ignored``) never
+    count in the sum."""
     ce = F.cross_entropy(logits, pseudo.labels, reduction="none")
     if weight is None:
         weight = torch.ones_like(ce)
+    if pseudo.ignored is not None:  # ground truth marked ignore: never trained
+        weight = weight * ~pseudo.ignored
     if normalize == "pixels":
         return (ce * weight).sum() / ce.numel()
     valid = pseudo.valid.to(ce.dtype)

@@ -109,13 +109,17 @@ class Pseudo:
     ``valid`` ``[B,H,W]`` (False on padding), and the logits ``[B,C,H,W]`` they came from, mixed
     like the labels when the view was CutMixed (so ``probs`` are the mixed soft targets).
     ``features``: the teacher forward's features when a plugin asked for them (weak view only).
-    The core always sets ``logits``; None only in a Pseudo built by hand (a test)."""
+    ``ignored`` ``[B,H,W]``: pixels whose target is ground truth marked ``ignore_index`` (pasted
+    from the labeled batch); they never enter a loss, under any ``unsup.normalize`` (padding,
+    also invalid, does enter ``pixels``); None: no such pixel. The core always sets ``logits``;
+    None only in a Pseudo built by hand (a test)."""
 
     labels: Tensor
     conf: Tensor
     valid: Tensor
     logits: Tensor | None = None
     features: Features | None = None
+    ignored: Tensor | None = None
 
     @property
     def probs(self) -> Tensor:
@@ -134,12 +138,13 @@ class Pseudo:
                           dtype: torch.dtype = torch.float32) -> "Pseudo":
         """Targets that are the ground truth ``mask`` ``[B,H,W]``: labels = mask (0 where
         ignored), confidence 1, valid where the mask is not ``ignore_index``, and logits
-        ``GROUND_TRUTH_LOGIT``·one-hot, whose softmax is the one-hot target in float32."""
+        ``GROUND_TRUTH_LOGIT``·one-hot, whose softmax is the one-hot target in float32; the
+        ignored pixels are also ``ignored``."""
         valid = mask != ignore_index
         labels = mask.masked_fill(~valid, 0)
         logits = torch.nn.functional.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(dtype) * GROUND_TRUTH_LOGIT
         return cls(labels=labels, conf=torch.ones(mask.shape, dtype=dtype, device=mask.device), valid=valid,
-                   logits=logits)
+                   logits=logits, ignored=~valid)
 
 
 @attrs.frozen

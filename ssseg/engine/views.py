@@ -6,6 +6,7 @@ import functools
 from typing import Callable
 
 import attrs
+import torch
 from torch import Tensor
 
 from ssseg.augment import blend, mix_from
@@ -70,7 +71,12 @@ def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donors: Donors,
     def pasted(receiver: Pseudo, cut: CutMix, donor: Pseudo) -> Pseudo:
         partner = cut.partner.to(receiver.labels.device)
         mixed = mix_from(cut.box, [getattr(donor, f)[partner] for f in fields], [getattr(receiver, f) for f in fields])
-        return Pseudo(**dict(zip(fields, mixed)))
+        ignored = None
+        if receiver.ignored is not None or donor.ignored is not None:
+            none = torch.zeros_like(receiver.valid)
+            theirs = torch.zeros_like(donor.valid) if donor.ignored is None else donor.ignored
+            ignored = mix_from(cut.box, [theirs[partner]], [none if receiver.ignored is None else receiver.ignored])[0]
+        return Pseudo(**dict(zip(fields, mixed)), ignored=ignored)
 
     for cut in plan.mixes:
         donor = donors.pseudo(cut, own if partners is None else partners)

@@ -60,6 +60,7 @@ def test_a_labeled_cutmix_pastes_labeled_pixels_with_their_ground_truth(tiny):
     assert torch.equal(view.pseudo.labels, torch.where(box, gt.masked_fill(gt == ignore, 0), weak.labels))
     assert torch.equal(view.pseudo.valid, torch.where(box, gt != ignore, weak.valid))
     assert torch.equal(view.pseudo.conf, torch.where(box, torch.ones_like(weak.conf), weak.conf))
+    assert torch.equal(view.pseudo.ignored, box & (gt == ignore)), "ignored ground truth is never trained"
     soft = view.pseudo.probs.argmax(1)
     assert torch.equal(soft[box & (gt != ignore)], gt[box & (gt != ignore)]), "the mixed soft targets are one-hot"
 

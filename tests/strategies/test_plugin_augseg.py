@@ -254,7 +254,7 @@ from types import SimpleNamespace  # noqa: E402
 from ssseg.api import LabeledBatch, Pseudo, UnlabeledBatch, UserError  # noqa: E402
 from ssseg.plugin_manager import check_recipe, instantiate  # noqa: E402
 from ssseg.recipe.load import build_recipe  # noqa: E402
-from support.recipes import tiny_recipe_dict  # noqa: E402
+from support.recipes import answer, tiny_recipe_dict  # noqa: E402
 
 RELEASED = {"unsup": {"normalize": "pixels"},
             "plugins": {"mean_teacher": {"warmup_epochs": 1}, "augseg": {}, "confidence_threshold": {}}}
@@ -282,8 +282,8 @@ def schedule(plugin, image, mask, logits, seed=0):
     valid = torch.ones(mask.shape, dtype=torch.bool)
     unlabeled = UnlabeledBatch(image=image, valid=valid)
     pseudo = Pseudo.from_logits(logits, valid)
-    view = plugin.plan_views(ctx=ctx, labeled=labeled, hardness=None)[0]
-    return plugin.schedule_augmentation(ctx=ctx, view=view, labeled=labeled, unlabeled=unlabeled,
+    view = answer(plugin, "plan_views", ctx=ctx, labeled=labeled, hardness=None)[0]
+    return answer(plugin, "schedule_augmentation", ctx=ctx, view=view, labeled=labeled, unlabeled=unlabeled,
                                         pseudo=pseudo, hardness=None)
 
 
@@ -312,7 +312,7 @@ def test_plan_without_cutmix_is_the_intensity_view_alone():
 
 # -- through the core: the plan's mixes, the ground truth, and L_u ---------------------------------
 
-from ssseg.api import AugmentationPlan, CutMix, View, ViewInput  # noqa: E402
+from ssseg.api import AugmentationPlan, CutMix  # noqa: E402
 from ssseg.engine.views import Donors, view_image, view_pseudo  # noqa: E402
 from ssseg.losses import weighted_view_loss  # noqa: E402
 
@@ -350,8 +350,8 @@ def test_core_applies_the_mixes_as_the_released_loop(seed):
 @pytest.mark.parametrize("tau", [0.95, 0.5, -0.7])
 def test_unlabeled_loss_is_the_released_one(tau):
     """L_u = (1/BHW) Σ 1[q̄ ≥ τ ∧ ȳ ≠ 255]·CE over all pixels, padding of the unlabeled crops
-    included: the core's ``pixels`` loss with τ's mask times augseg's ``weight_loss``. Without
-    augseg's answer the pasted 255 pixels would count as class 0."""
+    included: the core's ``pixels`` loss with τ's mask. The pasted 255 pixels are ``ignored`` by
+    the core (they would otherwise count as class 0)."""
     u_img, _, _, x_img, x_lab, fires, perm, l_box, u_box = random_case(3)
     fires[:] = True
     b, _, h, w = u_img.shape
@@ -368,11 +368,8 @@ def test_unlabeled_loss_is_the_released_one(tau):
     ce = torch.nn.functional.cross_entropy(student, ref_lab.masked_fill(~kept, IGNORE), ignore_index=IGNORE,
                                            reduction="none")
     released = ce.mean()
-    view = View("strong")
-    augseg_weight = instantiate("augseg", {}).weight_loss(view=view, pseudo=pseudo,
-                                                         view_input=ViewInput(view, None, plan, pseudo))
-    weight = (pseudo.conf >= tau).float() * augseg_weight
-    assert (ref_lab == IGNORE).any()
+    weight = (pseudo.conf >= tau).float()
+    assert (ref_lab == IGNORE).any() and torch.equal(pseudo.ignored, ref_lab == IGNORE)
     assert torch.allclose(weighted_view_loss(student, pseudo, weight, "pixels"), released, atol=1e-6)
-    without = weighted_view_loss(student, pseudo, (pseudo.conf >= tau).float(), "pixels")
-    assert not torch.allclose(without, released, atol=1e-6)
+    not_ignored = Pseudo(pseudo.labels, pseudo.conf, pseudo.valid, pseudo.logits)
+    assert not torch.allclose(weighted_view_loss(student, not_ignored, weight, "pixels"), released, atol=1e-6)
