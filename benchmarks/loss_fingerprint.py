@@ -3,13 +3,15 @@ evaluation at the end and the final weights, trained through ``ssseg train`` on 
 
     python benchmarks/loss_fingerprint.py --write benchmarks/loss_fingerprint.json   # record
     python benchmarks/loss_fingerprint.py --check benchmarks/loss_fingerprint.json   # compare
+    python benchmarks/loss_fingerprint.py --write benchmarks/loss_fingerprint.json --recipes augseg.yaml  # add one
 
 A change to the core that must not change any strategy (a new hook spec, a refactor of the step)
 is checked with ``--check`` against the fingerprint recorded before it: losses and mIoU are
 compared as exact float bits (``float.hex``) and weights by a SHA-256 of the checkpoint's model
 tensors. It runs the command line in this process, so it depends on no internal API and keeps
 working across a redesign of the trainer. Every recipe under ``recipes/`` (the shared bases,
-paper recipes and suites aside) whose dataset is ``embedded`` is covered.
+paper recipes and suites aside) whose dataset is ``embedded`` is covered, except staged recipes
+(their stages are whole runs of other recipes; tests/core/test_stages.py covers the staging).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def embedded_recipes() -> list[str]:
         rel = path.relative_to(ROOT / "recipes")
         if rel.parts[0] in ("base", "paper", "suites"):
             continue
-        if load_recipe(path, []).data.dataset == "embedded":
+        recipe = load_recipe(path, [])
+        if recipe.data.dataset == "embedded" and not recipe.stages:  # staged: tests/core/test_stages.py
             found.append(rel.as_posix())
     return found
 
@@ -91,8 +94,9 @@ def main() -> int:
     parser.add_argument("--recipes", nargs="*", help="recipes relative to recipes/ (default: all embedded)")
     args = parser.parse_args()
     found = {name: fingerprint(name) for name in (args.recipes or embedded_recipes())}
-    if args.write:
-        args.write.write_text(json.dumps(found, indent=1) + "\n")
+    if args.write:  # with --recipes, only their entries of an existing file change
+        kept = json.loads(args.write.read_text()) if args.recipes and args.write.exists() else {}
+        args.write.write_text(json.dumps(dict(sorted({**kept, **found}.items())), indent=1) + "\n")
         print(f"wrote {args.write} ({len(found)} recipes)")
         return 0
     expected = json.loads(args.check.read_text())
