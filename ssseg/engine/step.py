@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 import torch
@@ -33,7 +33,8 @@ class StepResult:
 
     prepare: ``ctx``, the batches, the weak view's pseudo-labels (eval-mode teacher; None for the
     source ``none``), ``hardness``, every view's :class:`ViewInput` by name, the student
-    forward's :class:`ForwardBatch` and the pseudo-labels of the second weak view when loaded.
+    forward's :class:`ForwardBatch`, the pseudo-labels of the second weak view when loaded, and the
+    ``donors`` the views' CutMixes pasted from (the labeled batch's ground truth made once a step).
     forward: ``outputs``. relabel: ``pseudo`` and the views' pseudo-labels from the train-mode
     forward (``student_train`` source). losses: ``total``, ``terms`` by name, ``lambda_u``.
     optimize: ``stepped`` (False: dropped as non-finite) and ``stop`` (a stop signal on any rank).
@@ -47,6 +48,7 @@ class StepResult:
     views: dict[str, ViewInput] = attrs.field(factory=dict)
     batch: ForwardBatch | None = None
     second_pseudo: Pseudo | None = None
+    donors: Donors | None = None
     outputs: StudentOutputs | None = None
     total: Tensor | None = None
     terms: dict[str, Tensor] = attrs.field(factory=dict)
@@ -55,12 +57,6 @@ class StepResult:
     stop: bool = False
     logs: dict[str, float] = attrs.field(factory=dict)
 
-    def donors(self, ground_truth: Callable[[], Pseudo]) -> Donors:
-        """What a plan's CutMixes paste from besides the view: the second weak view with its
-        eval-mode pseudo-labels, and the labeled batch with its ``ground_truth()``."""
-        second = None if self.unlabeled is None else self.unlabeled.second
-        return Donors(second_image=None if second is None else second.image, second_pseudo=self.second_pseudo,
-                      labeled_image=self.labeled.image, ground_truth=ground_truth)
 
 
 class NonFiniteLoss(Diverged):
@@ -135,7 +131,10 @@ class StepRunner:
         result = attrs.evolve(result, pseudo=pseudo, second_pseudo=second_pseudo, hardness=hardness)
         planned = call("plan_views", default=[], ctx=ctx, labeled=labeled, hardness=hardness)
         planned = call("refine_views", default=planned, ctx=ctx, views=planned, labeled=labeled, hardness=hardness)
-        donors = result.donors(functools.partial(self.ground_truth, labeled))
+        donors = Donors(second_image=None if unlabeled.second is None else unlabeled.second.image,
+                        second_pseudo=second_pseudo, labeled_image=labeled.image,
+                        ground_truth=functools.partial(self.ground_truth, labeled))
+        result = attrs.evolve(result, donors=donors)
         views = {view.name: self.view_input(ctx, view, result, donors) for view in planned}
         features = tuple((n, v.view.dropout) for n, v in views.items() if v.view.kind == "feature")
         parts = ((LABELED, labeled.image),)
@@ -213,8 +212,7 @@ class StepRunner:
         views = result.views
         if self.run.pseudo_label_source == "student_train":
             own = Pseudo.from_logits(result.outputs.weak, result.unlabeled.valid)
-            donors = result.donors(functools.partial(self.ground_truth, result.labeled))
-            views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, donors, partners=result.pseudo))
+            views = {n: attrs.evolve(v, pseudo=view_pseudo(v.plan, own, result.donors, partners=result.pseudo))
                      if v.view.source == "unlabeled" else v for n, v in views.items()}
             result = attrs.evolve(result, pseudo=own, views=views)
         changed = self.plugins.call("relabel", default={}, ctx=result.ctx, unlabeled=result.unlabeled,
