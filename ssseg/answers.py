@@ -108,6 +108,16 @@ def plan(answer: Any, kwargs: dict) -> str | None:
     return None
 
 
+def head_outputs(answer: Any, kwargs: dict) -> str | None:
+    """Named tensors computed from the student's outputs."""
+    if not isinstance(answer, dict):
+        return f"expected a dict of name -> tensor, got {describe(answer)}"
+    for name, value in answer.items():
+        if not isinstance(name, str) or not isinstance(value, Tensor):
+            return f"entry {name!r}: expected a string name and a tensor, got {describe(value)}"
+    return None
+
+
 def relabelled(answer: Any, kwargs: dict) -> str | None:
     """New pseudo-labels by view name, for existing unlabeled views, of the shapes they replace."""
     views = kwargs["views"]

@@ -68,6 +68,10 @@ CHANGES: dict[int, str] = {
        "after_stage(stage, dataset_pass) (a pass over the unlabeled set with image ids; PNG "
        "pseudo-label sets written atomically and resumably); ssseg.api gains Stage, TrainingSet, "
        "DatasetPass and PassBatch",
+    7: "new contribution forward_heads(ctx, outputs) right after the student's training forward: "
+       "named tensors that contributed modules compute from its outputs, with gradient, once a step; "
+       "relabel and extra_losses read them as outputs.heads[name] (StudentOutputs.heads). Nothing "
+       "was removed: a plugin written for version 6 works unchanged",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}

@@ -27,7 +27,7 @@ from ssseg import answers
 from ssseg.engine.types import FeatureRequest
 from ssseg.errors import UserError
 
-HOOKSPEC_VERSION = 6
+HOOKSPEC_VERSION = 7
 
 Kind = Literal["decision", "contribution", "observer"]
 Grad = Literal["no_grad", "enabled"]
@@ -270,7 +270,17 @@ PHASES: tuple[Phase, ...] = (
     ), autocast=True),
     Phase("forward", "step", "One train-mode student forward over the labeled images, the weak "
           "batch when needed and every image view (feature views reuse the weak batch's encoder "
-          "pass); no hooks.", autocast=True),
+          "pass); then the heads plugins run on its outputs.", (
+        Hook("forward_heads", "contribution", _a(f"{CTX}; outputs: StudentOutputs"),
+             "dict[str, Tensor] | None",
+             "Right after the student's training forward, with its ``outputs`` (the features plugins "
+             "asked for included). Return named tensors that your contributed modules "
+             "(``ctx.modules``) compute from them, with gradient (a correlation head, a projection "
+             "head); names must be unique across plugins. Each head runs once a step, so its "
+             "BatchNorm statistics and dropout draws are those of one forward, and its outputs "
+             "reach ``relabel`` and ``extra_losses`` as ``outputs.heads[name]``.",
+             answers.head_outputs),
+    ), autocast=True),
     Phase("relabel", "step", "After the student forward: with the ``student_train`` source each "
           "view's pseudo-labels come from the student's detached train-mode logits of the weak "
           "batch; then ``relabel`` may change them.", (
@@ -379,7 +389,8 @@ PHASES: tuple[Phase, ...] = (
 
 # contribution hook -> its commutative rule
 CONTRIBUTION_RULES: dict[str, Combine] = {
-    "build_modules": NAMED_UNION, "request_features": FEATURE_UNION, "weight_loss": PRODUCT,
+    "build_modules": NAMED_UNION, "request_features": FEATURE_UNION, "forward_heads": NAMED_UNION,
+    "weight_loss": PRODUCT,
     "extra_losses": NAMED_UNION, "eval_models": NAMED_UNION, "stage_snapshots": ITERATION_UNION,
 }
 

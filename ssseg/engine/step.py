@@ -35,7 +35,7 @@ class StepResult:
     source ``none``), ``hardness``, every view's :class:`ViewInput` by name, the student
     forward's :class:`ForwardBatch`, the pseudo-labels of the second weak view when loaded, and the
     ``donors`` the views' CutMixes pasted from (the labeled batch's ground truth made once a step).
-    forward: ``outputs``. relabel: ``pseudo`` and the views' pseudo-labels from the train-mode
+    forward: ``outputs`` (with the heads' outputs). relabel: ``pseudo`` and the views' pseudo-labels from the train-mode
     forward (``student_train`` source). losses: ``total``, ``terms`` by name, ``lambda_u``.
     optimize: ``stepped`` (False: dropped as non-finite) and ``stop`` (a stop signal on any rank).
     end: ``logs``."""
@@ -185,7 +185,8 @@ class StepRunner:
                                            decoder=out.get("decoder")))
 
     def forward(self, result: StepResult) -> StepResult:
-        """One student forward (train mode) over the prepared :class:`ForwardBatch`."""
+        """One student forward (train mode) over the prepared :class:`ForwardBatch`, then
+        ``forward_heads`` on its outputs."""
         batch, wanted = result.batch, self.run.features.student
         out = self.model(batch.images(), perturb=batch.perturbation(), aux_rows=batch.rows(LABELED),
                          features=wanted)
@@ -201,7 +202,8 @@ class StepRunner:
                                     decoder=decoder.get(p)) for p in parts}
         outputs = StudentOutputs(labeled=rows[LABELED], views={n: rows[n] for n in result.views},
                                  weak=rows.get(WEAK), aux=out.get("aux"), features=features)
-        return attrs.evolve(result, outputs=outputs)
+        heads = self.plugins.call("forward_heads", ctx=result.ctx, outputs=outputs)
+        return attrs.evolve(result, outputs=attrs.evolve(outputs, heads=heads) if heads else outputs)
 
     def relabel(self, result: StepResult) -> StepResult:
         """With the ``student_train`` source, each unlabeled view's pseudo-labels from the

@@ -230,13 +230,16 @@ class StudentOutputs:
     batch when it was in the forward (a feature view, the ``student_train`` pseudo-label source,
     or ``FeatureRequest.student_on_weak``; else None), ``aux`` (the auxiliary head's logits of the
     labeled images) with ``model.aux_head``, and ``features`` by part (``"labeled"``, ``"weak"``
-    when forwarded, and each view's name) when a plugin asked for them (``request_features``)."""
+    when forwarded, and each view's name) when a plugin asked for them (``request_features``).
+    ``heads``: the ``forward_heads`` answers by name (computed once, with gradient), from the
+    ``relabel`` phase on; empty before it and when no plugin answers."""
 
     labeled: Tensor
     views: dict[str, Tensor]
     weak: Tensor | None = None
     aux: Tensor | None = None
     features: dict[str, Features] = attrs.field(factory=dict)
+    heads: dict[str, Tensor] = attrs.field(factory=dict)
 
 
 @attrs.frozen

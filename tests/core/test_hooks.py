@@ -24,7 +24,7 @@ def _clear():
 
 
 STEP = ["before_iteration", "after_pseudo_label", "estimate_hardness", "plan_views", "refine_views",
-        "schedule_augmentation", "refine_augmentation", "relabel", "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_backward",
+        "schedule_augmentation", "refine_augmentation", "forward_heads", "relabel", "supervised_loss", "weight_loss", "extra_losses", "unsup_weight", "after_backward",
         "after_optimizer_step", "after_iteration"]
 # independent of ssseg/step_table.py on purpose: a change of order must change both
 BUILD = ["pseudo_label_source", "validate", "build_modules", "build_teacher", "request_features", "setup"]

@@ -127,3 +127,39 @@ class OldCutMixHelper(OldCutMixPlan):
     @hookimpl
     def schedule_augmentation(self, unlabeled):
         return super().schedule_augmentation(unlabeled)
+
+
+class CountingHead(_NoConfig):
+    """A 1×1 head on the student's logits (hook spec 7): ``forward_heads`` runs it once a step;
+    ``relabel`` keeps what it saw in ``outputs.heads``; ``extra_losses`` trains the head."""
+
+    name = "counting_head"
+    calls = 0
+    seen_in_relabel: dict = {}
+
+    @hookimpl
+    def build_modules(self, build):
+        return {"head": torch.nn.Conv2d(build.data.num_classes, 1, 1)}
+
+    @hookimpl
+    def forward_heads(self, ctx, outputs):
+        type(self).calls += 1
+        return {"head/labeled": ctx.modules["head"](outputs.labeled)}
+
+    @hookimpl
+    def relabel(self, outputs):
+        type(self).seen_in_relabel = dict(outputs.heads)
+
+    @hookimpl
+    def extra_losses(self, outputs):
+        return {"head": outputs.heads["head/labeled"].square().mean()}
+
+
+class HeadNotATensor(_NoConfig):
+    """Answers forward_heads with a number."""
+
+    name = "head_not_a_tensor"
+
+    @hookimpl
+    def forward_heads(self):
+        return {"head/x": 1.0}

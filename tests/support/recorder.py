@@ -75,6 +75,10 @@ class Recorder(Plugin):
         self._rec("refine_augmentation")
 
     @hookimpl
+    def forward_heads(self, ctx, outputs):
+        self._rec("forward_heads")
+
+    @hookimpl
     def relabel(self, ctx, unlabeled, pseudo, views, outputs):
         self._rec("relabel")
 
