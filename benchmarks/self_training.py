@@ -1,12 +1,14 @@
-"""ST and ST++ against supervised training and FixMatch on the embedded data, seed by seed.
+"""ST and ST++ against supervised training and FixMatch on the embedded data, seed by seed (or any
+other set of embedded recipes, under another ``--name``).
 
-Each (recipe, seed) trains with ``ssseg train`` into ``runs/self_training/<recipe>_s<seed>``
+Each (recipe, seed) trains with ``ssseg train`` into ``runs/<name>/<recipe>_s<seed>``
 (a finished run is read, not retrained; an unfinished one continues: staged recipes skip their
-finished stages), and one JSON line per run goes to ``benchmarks/self_training.jsonl``: the final
+finished stages), and one JSON line per run goes to ``benchmarks/<name>.jsonl``: the final
 and best val mIoU of the student (for a staged recipe, of its last stage) and the wall time of
 this invocation. Then a markdown table of mean ± std per recipe.
 
     nice python benchmarks/self_training.py --recipes quickstart fixmatch st st_plus_plus --seeds 0 1 2
+    nice python benchmarks/self_training.py --name corrmatch --recipes unimatch corrmatch --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "runs" / "self_training"
-LOG = ROOT / "benchmarks" / "self_training.jsonl"
 
 
 def metrics_file(run: Path) -> Path:
@@ -43,11 +43,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", nargs="+", default=["quickstart", "fixmatch", "st", "st_plus_plus"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--name", default="self_training", help="runs/<name>/ and benchmarks/<name>.jsonl")
     args = p.parse_args()
+    out, log_file = ROOT / "runs" / args.name, ROOT / "benchmarks" / f"{args.name}.jsonl"
     rows: dict[str, list[float]] = {}
     for name in args.recipes:
         for seed in args.seeds:
-            run = OUT / f"{name}_s{seed}"
+            run = out / f"{name}_s{seed}"
             cmd = [sys.executable, "-m", "ssseg", "train", f"recipes/{name}.yaml",
                    "--out", str(run.relative_to(ROOT)), "-o", f"seed={seed}"]
             if (run / "last.pt").exists():  # an interrupted single-stage run continues
@@ -60,7 +62,7 @@ def main() -> int:
             wall = json.loads((run / "done.json").read_text())["wall_s"]
             record = {"recipe": name, "seed": seed, "last": last, "best": best, "wall_s": round(wall),
                       "command": "python " + " ".join(cmd[1:])}
-            with LOG.open("a") as log:
+            with log_file.open("a") as log:
                 log.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
             rows.setdefault(name, []).append(100 * last)

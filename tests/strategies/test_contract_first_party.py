@@ -25,6 +25,8 @@ COMPANIONS = {
     # the released composition: EMA teacher copying the student through epoch 0, τ, L_u over B·H·W
     "augseg": {"compose_with": {"mean_teacher": {"warmup_epochs": 1}, "confidence_threshold": {}},
                "recipe": {"unsup": {"normalize": "pixels"}}},
+    # CorrMatch plans its own views and thresholds them (its adaptive τ)
+    "corrmatch": {"compose_with": {}},
     # self-training trains on labeled (and pseudo-labelled) samples only; its stage hooks are
     # tested in tests/strategies/test_self_training.py
     "st": {"compose_with": {}, "recipe": {"data": {"batch_unlabeled": 0}}},

@@ -68,7 +68,7 @@ def test_the_second_example_keeps_the_contract(tutorial, tmp_path):
     check_plugin(tutorial.AuxiliaryDecoder, workdir=tmp_path, **tutorial.AUX_CONTRACT)
 
 
-@pytest.mark.parametrize("name", ["LabeledPatches", "AgreementFilter"])
+@pytest.mark.parametrize("name", ["LabeledPatches", "AgreementFilter", "TrustHead"])
 def test_the_compose_examples_keep_the_contract(tutorial, tmp_path, name):
     from ssseg.testing import check_plugin
     assert getattr(tutorial, name) in tutorial.COMPOSE_EXAMPLES
