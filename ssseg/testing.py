@@ -30,7 +30,8 @@ or call :func:`check_plugin` anywhere. A broken rule raises :class:`ContractViol
     the plugin changes training: the tiny recipe with the plugin and its companions and the same
     recipe without it, trained :data:`ACTS_ITERS` iterations from the same warm start
     (:func:`pretrained_start`), differ in a loss term of some iteration or in a trained weight by
-    more than float re-association (relative 1e-5), or :func:`check_recipe` refuses the recipe
+    more than float re-association (relative 1e-5), or the one with the plugin evaluates a model
+    the other does not (an ``eval_models`` answer), or :func:`check_recipe` refuses the recipe
     with a message naming the plugin. Companions that ``check_recipe`` refuses without the plugin
     (naming them: they need it) are left out of the run without it too. An answer the core would drop (a ``weight_loss``
     that no view loss reads, a hardness nothing consumes, a ``min_kept`` above the batch's pixels)
@@ -262,11 +263,13 @@ def plugin_contract(tmp_path: Path):
 
 @attrs.frozen
 class _Outcome:
-    """What a tiny training run ends with: losses by iteration, weights, the plugin's state."""
+    """What a tiny training run ends with: losses by iteration, weights, the plugin's state, and
+    the names of the models its evaluation evaluates."""
 
     losses: dict[int, dict[str, float]]
     weights: dict[str, Tensor]
     state: dict[str, Any]
+    models: tuple[str, ...] = ()
 
 
 class _Contract:
@@ -367,8 +370,9 @@ class _Contract:
                       "keep weights finite and the loss terms bounded")
 
     def acts(self) -> None:
-        """With the plugin the tiny recipe trains differently than without it, or
-        :func:`check_recipe` refuses it naming it; a plugin that only observes is exempt."""
+        """With the plugin the tiny recipe trains differently than without it, or evaluates a
+        model it does not, or :func:`check_recipe` refuses it naming it; a plugin that only
+        observes is exempt."""
         answering = answering_hooks(self.cls)
         if not answering:
             return
@@ -391,10 +395,11 @@ class _Contract:
                 self.fail("acts", f"training the tiny recipe {name} the plugin (plugins "
                           f"{', '.join(plugins) or 'none'}) from a warm start failed: {type(err).__name__}: {err}",
                           "pass compose_with= companions that train with and without it")
-        if training_difference(runs["with"], runs["without"]) is None:
+        if training_difference(runs["with"], runs["without"]) is None and runs["with"].models == runs["without"].models:
             self.fail("acts", f"the tiny recipe with plugins {', '.join(recipe.plugins)} trains as without it "
                       f"(from a warm start, every loss term of {ACTS_ITERS} iterations and every weight equal "
-                      f"up to rounding): its answers to {', '.join(answering)} never change training",
+                      f"up to rounding) and evaluates the same models ({', '.join(runs['with'].models)}): its "
+                      f"answers to {', '.join(answering)} never change training or evaluation",
                       "refuse the recipes where the core drops its answers (raise UserError from validate "
                       "naming the plugin, the hook and what to remove or set), or pass compose_with= "
                       "companions that use them (a view planner such as fixmatch for weight_loss)")
@@ -594,7 +599,8 @@ def _outcome(trainer: Trainer, out: Path, plugin: Any = None) -> _Outcome:
         weights |= _flatten(f"modules.{name}", module)
     if run.separate_teacher:
         weights |= _flatten("teacher", run.teacher)
-    return _Outcome(losses, weights, {} if plugin is None else plugin_state(plugin))
+    models = tuple(sorted(trainer.evaluator.models()[0]))
+    return _Outcome(losses, weights, {} if plugin is None else plugin_state(plugin), models)
 
 
 def plugin_state(plugin: Any) -> dict[str, Any]:

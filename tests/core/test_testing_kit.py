@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import attrs
 import pytest
 import torch
@@ -120,7 +122,7 @@ def test_a_contribution_that_changes_nothing_breaks_acts():
         def weight_loss(self, ctx, view, pseudo, hardness):
             return torch.ones_like(pseudo.conf)  # the product's neutral element: dropped in effect
 
-    broken("acts", "trains as without it .*its answers to weight_loss never change training", Ones,
+    broken("acts", "trains as without it .*its answers to weight_loss never change training or evaluation", Ones,
            rules=["acts"])
 
 
@@ -268,3 +270,35 @@ def test_the_distributed_rule_names_plugin_state_that_diverges_across_ranks(tmp_
 def test_the_distributed_rule_passes_a_plugin_whose_state_agrees(tmp_path):
     from ssseg_plugins.confidence_threshold import ConfidenceThreshold
     check_plugin(ConfidenceThreshold, rules=["distributed"], workdir=tmp_path)
+
+
+class FrozenStart(Plugin):
+    """Evaluates the student as it was at the start beside it: answers eval_models only."""
+
+    name = "frozen_start"
+
+    @attrs.frozen
+    class Config:
+        pass
+
+    @hookimpl
+    def setup(self, run):
+        self.start = copy.deepcopy(run.student)
+
+    @hookimpl
+    def eval_models(self, run):
+        return {"start": self.start}
+
+
+def test_a_plugin_that_adds_an_evaluated_model_acts():
+    check_plugin(FrozenStart, rules=["acts"])
+
+
+def test_an_evaluation_plugin_that_adds_no_model_breaks_acts():
+    class NoModel(FrozenStart):
+        @hookimpl
+        def eval_models(self, run):
+            return {}
+
+    broken("acts", r"trains as without it .* and evaluates the same models \(student, teacher\): its answers to "
+           "eval_models never change", NoModel, rules=["acts"])
