@@ -203,3 +203,18 @@ def test_a_v5_plugin_building_them_in_a_helper_is_told_at_the_first_step(tiny):
     trainer = Trainer(build_run(tiny({"plugins": {"old": use("OldCutMixHelper")}})))
     with pytest.raises(PluginError, match=r"AugmentationPlan.cutmix_box was removed in hook spec version 6"):
         trainer.step(*next(trainer.batches()), until="prepare")
+
+
+@pytest.mark.parametrize("partner", [[0, 4], [-1, 0]])
+def test_a_cutmix_partner_outside_its_donor_batch_is_refused_naming_the_range(partner):
+    from ssseg import answers
+    from ssseg.api import AugmentationPlan, CutMix, LabeledBatch, UnlabeledBatch, View
+    unlabeled = UnlabeledBatch(image=torch.zeros(2, 3, 4, 4), valid=torch.ones(2, 4, 4, dtype=torch.bool))
+    labeled = LabeledBatch(image=torch.zeros(4, 3, 4, 4), mask=torch.zeros(4, 4, 4, dtype=torch.long))
+    kwargs = {"view": View("s"), "labeled": labeled, "unlabeled": unlabeled}
+    box = torch.ones(2, 4, 4, dtype=torch.bool)
+    plan = AugmentationPlan(mixes=(CutMix(box, torch.tensor(partner)),))
+    assert answers.plan(plan, kwargs) == f"mixes[0]: partner indexes a donor batch of 2 images, got {partner}"
+    # the labeled batch has 4 images: 0..3 are in range there
+    labeled_plan = AugmentationPlan(mixes=(CutMix(box, torch.tensor([0, 3]), donor="labeled"),))
+    assert answers.plan(labeled_plan, kwargs) is None
