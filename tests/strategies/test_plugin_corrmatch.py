@@ -201,3 +201,12 @@ def test_kl_targets_the_unmixed_weak_prediction_on_the_confident_mixed_pixels(ti
 
 def test_the_head_trains_and_tau_resumes_exactly(tmp_path, tiny):
     assert_resume_is_exact(tiny({**RECIPE, "optim": {"iters": 4}}), tmp_path)
+
+
+@pytest.mark.slow
+def test_tau_and_the_head_agree_across_two_ranks(tmp_path):
+    """The kit's 2-process rule: τ comes from every rank's class maxima (all_reduce_max_), the
+    head's gradients are synchronised, so the state and weights end equal on both ranks."""
+    from ssseg.testing import check_plugin
+    from ssseg_plugins.corrmatch import CorrMatch
+    check_plugin(CorrMatch, compose_with={}, rules=["distributed"], workdir=tmp_path)
