@@ -15,7 +15,7 @@ from ssseg import __version__
 from ssseg.cli_options import add_overrides
 from ssseg.console import Console
 from ssseg.errors import Diverged, UserError
-from ssseg.signals import handling
+from ssseg.signals import deferred_interrupt, handling
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "imports_torch", True):
+            with deferred_interrupt():  # Ctrl-C while torch imports: raised once it has imported
+                import segmentation_models_pytorch  # noqa: F401  (imports torch, torchvision, numpy)
         return args.func(args)
     except UserError as err:
         print(f"ssseg: error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Installing a handler for the stop signals (SIGINT, SIGTERM) for the length of a block."""
+"""Installing a handler for the stop signals (SIGINT, SIGTERM) for the length of a block, and
+deferring Ctrl-C over a block that must not be cut in the middle (importing the libraries)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,20 @@ def handling(handler: Callable[[int, Any], None]) -> Iterator[None]:
     finally:
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Within the block, a SIGINT is recorded instead of raised; when the block ends, one that
+    arrived is raised as ``KeyboardInterrupt``. For importing torch and the model libraries: a
+    KeyboardInterrupt in the middle of a C extension's import can leave a module half initialised
+    (numpy recursing in its ``__getattr__``) or be swallowed by the importing code (the run then
+    goes on)."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -241,11 +241,11 @@ def register(subparsers) -> None:
     p = sub.add_parser("status", help="each run's state (queued, running, done, failed, ...) from the folder "
                                       "(and one sacct call under SLURM)")
     p.add_argument("dir", type=Path, help="the suite's output folder")
-    p.set_defaults(func=cmd_suite_status)
+    p.set_defaults(func=cmd_suite_status, imports_torch=False)
     p = sub.add_parser("cancel", help="cancel the suite's queued and running SLURM jobs (scancel) and stop "
                                       "the `ssseg suite run` writing the folder")
     p.add_argument("dir", type=Path, help="the suite's output folder")
-    p.set_defaults(func=cmd_suite_cancel)
+    p.set_defaults(func=cmd_suite_cancel, imports_torch=False)
     p = sub.add_parser("report", help="write report.md, report.csv and figures of a suite folder")
     p.add_argument("dir", type=Path, help="the suite's output folder")
     p.add_argument("--predictions", type=int, default=4, metavar="N",
