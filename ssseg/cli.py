@@ -15,7 +15,7 @@ from ssseg import __version__
 from ssseg.cli_options import add_overrides
 from ssseg.console import Console
 from ssseg.errors import Diverged, UserError
-from ssseg.signals import deferred_interrupt, handling
+from ssseg.signals import handling, import_libraries
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +45,7 @@ def _train(args, folder) -> int:
     """``ssseg train`` while holding the run folder's writer lock."""
     overrides = args.override + (["plugins.tensorboard={}"] if args.tensorboard else [])
     recipe = folder.open(args.recipe, overrides, args.resume)
+    import_libraries()
 
     from ssseg.engine.distributed import init_from_env, leave
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to TensorBoard in <out>/tensorboard (the tensorboard plugin; "
                         "needs pip install 'ssseg[tensorboard]')")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, imports_torch=False)
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     _recipe_args(p)
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -222,9 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "imports_torch", True):
-            with deferred_interrupt():  # Ctrl-C while torch imports: raised once it has imported
-                import segmentation_models_pytorch  # noqa: F401  (imports torch, torchvision, numpy)
+        if getattr(args, "imports_torch", True):  # train imports them itself, after its folder checks
+            import_libraries()
         return args.func(args)
     except UserError as err:
         print(f"ssseg: error: {err}", file=sys.stderr)

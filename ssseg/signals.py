@@ -37,3 +37,10 @@ def deferred_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+def import_libraries() -> None:
+    """Import torch and the model libraries (segmentation-models-pytorch imports torch,
+    torchvision and numpy) with Ctrl-C deferred until they have imported."""
+    with deferred_interrupt():
+        import segmentation_models_pytorch  # noqa: F401

@@ -38,14 +38,16 @@ def test_main_imports_the_libraries_with_ctrl_c_deferred_and_reports_it(monkeypa
         def __exit__(self, *exc):
             raise KeyboardInterrupt  # what deferred_interrupt raises after a SIGINT in the block
 
-    monkeypatch.setattr(cli, "deferred_interrupt", Deferred)
+    monkeypatch.setattr("ssseg.signals.deferred_interrupt", Deferred)
     monkeypatch.setattr(cli, "cmd_plugins", command)
     assert cli.main(["plugins"]) == 128 + signal.SIGINT
     assert "ssseg: interrupted" in capsys.readouterr().err
 
 
-def test_suite_status_and_cancel_import_no_library():
+def test_train_suite_status_and_cancel_import_no_library_before_the_command():
+    """train imports them after checking its folder (tests/core/test_run_folder.py); status and
+    cancel read files only."""
     parser = cli.build_parser()
-    for argv in (["suite", "status", "x"], ["suite", "cancel", "x"]):
+    for argv in (["train", "r.yaml"], ["suite", "status", "x"], ["suite", "cancel", "x"]):
         assert parser.parse_args(argv).imports_torch is False
     assert getattr(parser.parse_args(["plugins"]), "imports_torch", True) is True
