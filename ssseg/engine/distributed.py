@@ -3,6 +3,7 @@ no-ops in a single process (so plugins call them unconditionally)."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -21,8 +22,11 @@ def init_from_env() -> None:
 
 def leave() -> None:
     """Leave the process group (before the process exits: a gloo group still alive at exit can
-    abort the process with ``terminate called without an active exception``)."""
+    abort the process with ``terminate called without an active exception``). The DDP wrappers
+    that hold the group are still alive here, kept by reference cycles, so they are collected
+    first: otherwise the group outlives this call and is destroyed during interpreter shutdown."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
