@@ -29,7 +29,13 @@ class ConfidenceThreshold(Plugin):
     @hookimpl
     def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo) -> Tensor:
         """1[conf ≥ τ] ``[B,H,W]``; logs the confident share of the valid pixels."""
-        mask = (pseudo.conf >= self.config.threshold).float()
-        valid = pseudo.valid.float()
-        ctx.log(f"mask_ratio/{view.name}", (mask * valid).sum() / valid.sum().clamp_min(1))
-        return mask
+        return confident_mask(ctx, view, pseudo, self.config.threshold)
+
+
+def confident_mask(ctx: StepContext, view: View, pseudo: Pseudo, tau: float | Tensor) -> Tensor:
+    """1[conf ≥ τ] ``[B,H,W]``, logging its share of the view's valid pixels as
+    ``mask_ratio/<view>``."""
+    mask = (pseudo.conf >= tau).float()
+    valid = pseudo.valid.float()
+    ctx.log(f"mask_ratio/{view.name}", (mask * valid).sum() / valid.sum().clamp_min(1))
+    return mask

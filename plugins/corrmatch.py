@@ -48,7 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssseg.api import (BuildContext, FeatureRequest, LabeledBatch, LossTerm, Pseudo, Run, StepContext,
-                       StudentOutputs, View, ViewInput, all_reduce_max_, hookimpl, in_range, positive)
+                       StudentOutputs, View, ViewInput, all_reduce_max_, hookimpl, in_range, positive,
+                       weighted_view_loss)
+from ssseg_plugins.confidence_threshold import confident_mask
 from ssseg_plugins.fixmatch import FixMatch
 
 STRONG, FP = "s1", "fp"
@@ -118,13 +120,6 @@ def propagate_regions(regions: Tensor, labels: Tensor, confident: Tensor, tau: T
     return labels, changed
 
 
-def mean_ce(logits: Tensor, labels: Tensor, mask: Tensor, valid: Tensor) -> Tensor:
-    """Σ CE(logits, labels)·mask·valid / Σ valid: a CorrMatch loss term."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    valid = valid.float()
-    return (ce * mask * valid).sum() / valid.sum().clamp_min(1)
-
-
 class CorrMatch(FixMatch):
     """Views s1 and fp (¼ each), the correlation head, τ and region propagation."""
 
@@ -181,8 +176,7 @@ class CorrMatch(FixMatch):
         sizes = [logits[p].shape[0] for p in parts]
         heads = {f"corrmatch/p_hat/{p}": rows for p, rows in zip(parts, p_hat.split(sizes))}
         if "weak" in parts:
-            start = sizes[0]
-            weak_s = s[start:start + sizes[1]]
+            weak_s = dict(zip(parts, s.split(sizes)))["weak"]
             heads["corrmatch/regions"] = sample_regions(weak_s, tuple(features.shape[-2:]),
                                                         tuple(outputs.weak.shape[-2:]), self.config.regions,
                                                         ctx.generator)
@@ -215,10 +209,7 @@ class CorrMatch(FixMatch):
     @hookimpl
     def weight_loss(self, ctx: StepContext, view: View, pseudo: Pseudo) -> Tensor:
         """1[conf ≥ τ] ``[B,H,W]`` (on s1: M_exp, the propagated pixels having confidence 1)."""
-        mask = (pseudo.conf >= self.tau).float()
-        valid = pseudo.valid.float()
-        ctx.log(f"mask_ratio/{view.name}", (mask * valid).sum() / valid.sum().clamp_min(1))
-        return mask
+        return confident_mask(ctx, view, pseudo, self.tau)
 
     @hookimpl
     def extra_losses(self, ctx: StepContext, labeled: LabeledBatch, pseudo: Pseudo,
@@ -232,8 +223,8 @@ class CorrMatch(FixMatch):
         if strong is None or fp is None:
             return terms
         target = strong.pseudo
-        corr_s = mean_ce(heads[f"corrmatch/p_hat/{STRONG}"], target.labels, strong.weight, target.valid)
-        corr_w = mean_ce(heads["corrmatch/p_hat/weak"], fp.pseudo.labels, fp.weight, fp.pseudo.valid)
+        corr_s = weighted_view_loss(heads[f"corrmatch/p_hat/{STRONG}"], target, strong.weight)
+        corr_w = weighted_view_loss(heads["corrmatch/p_hat/weak"], fp.pseudo, fp.weight)
         # conf before propagation: the partner's inside the box, the weak view's outside it
         conf = torch.where(mixed_box(strong), target.conf, pseudo.conf)
         mask = ((conf >= self.tau) & target.valid).float()

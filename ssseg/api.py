@@ -14,7 +14,7 @@ from ssseg.engine.types import (AugmentationPlan, CutMix, EvalModel, FeatureRequ
                                 LossTerm, Pseudo, StepContext, StudentOutputs, UnlabeledBatch, View, ViewInput)
 from ssseg.errors import UserError
 from ssseg.hookspecs import HOOKSPEC_VERSION, hookimpl
-from ssseg.losses import cross_entropy
+from ssseg.losses import cross_entropy, weighted_view_loss
 from ssseg.models import SegModel, eval_mode
 from ssseg.recipe.validators import in_range, positive
 from ssseg.pictures import evaluation_grid
@@ -38,4 +38,4 @@ __all__ = ["AugmentationPlan", "BuildContext", "CutMix", "DatasetPass", "EvalMod
            "StepContext", "StudentOutputs", "TrainingSet",
            "UnlabeledBatch", "UserError", "View", "ViewInput", "all_gather_rows", "all_reduce_max_",
            "all_reduce_mean_", "all_reduce_sum_", "cross_entropy", "ema_decay", "ema_update_", "eval_mode",
-           "evaluation_grid", "hookimpl", "in_range", "positive"]
+           "evaluation_grid", "hookimpl", "in_range", "positive", "weighted_view_loss"]

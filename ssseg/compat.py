@@ -70,8 +70,9 @@ CHANGES: dict[int, str] = {
        "DatasetPass and PassBatch",
     7: "new contribution forward_heads(ctx, outputs) right after the student's training forward: "
        "named tensors that contributed modules compute from its outputs, with gradient, once a step; "
-       "relabel and extra_losses read them as outputs.heads[name] (StudentOutputs.heads). Nothing "
-       "was removed: a plugin written for version 6 works unchanged",
+       "relabel and extra_losses read them as outputs.heads[name] (StudentOutputs.heads); ssseg.api "
+       "gains weighted_view_loss (the core's loss of a view, for a plugin's own head on a view). "
+       "Nothing was removed: a plugin written for version 6 works unchanged",
 }
 # removed or renamed hook -> (the version that removed it, what to implement instead)
 REMOVED: dict[str, tuple[int, str]] = {}

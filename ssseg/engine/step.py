@@ -203,7 +203,7 @@ class StepRunner:
         outputs = StudentOutputs(labeled=rows[LABELED], views={n: rows[n] for n in result.views},
                                  weak=rows.get(WEAK), aux=out.get("aux"), features=features)
         heads = self.plugins.call("forward_heads", ctx=result.ctx, outputs=outputs)
-        return attrs.evolve(result, outputs=attrs.evolve(outputs, heads=heads) if heads else outputs)
+        return attrs.evolve(result, outputs=attrs.evolve(outputs, heads=heads))
 
     def relabel(self, result: StepResult) -> StepResult:
         """With the ``student_train`` source, each unlabeled view's pseudo-labels from the

@@ -73,9 +73,7 @@ def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donors: Donors,
         mixed = mix_from(cut.box, [getattr(donor, f)[partner] for f in fields], [getattr(receiver, f) for f in fields])
         ignored = None
         if receiver.ignored is not None or donor.ignored is not None:
-            none = torch.zeros_like(receiver.valid)
-            theirs = torch.zeros_like(donor.valid) if donor.ignored is None else donor.ignored
-            ignored = mix_from(cut.box, [theirs[partner]], [none if receiver.ignored is None else receiver.ignored])[0]
+            ignored = mix_from(cut.box, [ignored_of(donor)[partner]], [ignored_of(receiver)])[0]
         return Pseudo(**dict(zip(fields, mixed)), ignored=ignored)
 
     for cut in plan.mixes:
@@ -84,3 +82,8 @@ def view_pseudo(plan: AugmentationPlan | None, own: Pseudo, donors: Donors,
             partners = pasted(partners, cut, donor)
         own = pasted(own, cut, donor)
     return own
+
+
+def ignored_of(pseudo: Pseudo) -> Tensor:
+    """``pseudo.ignored``, or no pixel ignored ``[B,H,W]`` when it is None."""
+    return torch.zeros_like(pseudo.valid) if pseudo.ignored is None else pseudo.ignored
